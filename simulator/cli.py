@@ -1,0 +1,134 @@
+"""Command line: ``python -m simulator run [--FIELD VALUE ...]``.
+
+A thin layer over the library: every :class:`SimulationConfig` field is an option
+named after it (``--sigma-p``, ``--mu-norm``, ``--m-k``, ...). Invalid input exits
+with status 2 and a one-line error, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from .config import ENGINES, COORDINATES, NOISE_KINDS, OPTIMIZERS, SIGNAL_POSITIONS, ConfigError, SimulationConfig
+
+_CHOICES = {"optimizer": OPTIMIZERS, "noise": NOISE_KINDS, "signal_position": SIGNAL_POSITIONS,
+            "engine": ENGINES, "coordinates": COORDINATES}
+
+
+class UsageError(Exception):
+    """Bad command-line input (reported in one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("config fields (default: the built-in main job)")
+    defaults = SimulationConfig()
+    for f in fields(SimulationConfig):
+        default = getattr(defaults, f.name)
+        kind = type(default)
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
+                           type=kind, choices=_CHOICES.get(f.name), metavar=None if f.name in _CHOICES else kind.__name__.upper(),
+                           help=f"(default: {default})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m simulator",
+                     description="SignGD on a two-layer transformer (Li et al., 2024).")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    run = sub.add_parser("run", help="train one config (a batch of seeds) and save the run")
+    run.add_argument("--config", metavar="FILE", help="start from a saved config.json")
+    run.add_argument("--out", metavar="DIR", help="run directory (default: runs/<name-of-config>)")
+    run.add_argument("--no-report", action="store_true", help="skip the analysis report and figures")
+    run.add_argument("--quiet", action="store_true", help="no progress line")
+    _add_config_options(run)
+    bench = sub.add_parser("bench", help="per-step time and peak memory of the engines")
+    bench.add_argument("--steps", type=int, default=1000)
+    bench.add_argument("--torch", action="store_true", help="also time a PyTorch autograd peer (extra 'bench')")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> SimulationConfig:
+    """The config given by ``--config FILE`` and the field options on top of it."""
+    base = SimulationConfig.load(args.config) if args.config else SimulationConfig()
+    changes = {f.name: getattr(args, f.name) for f in fields(SimulationConfig)
+               if getattr(args, f.name) is not None}
+    return base.replace(**changes)
+
+
+def default_run_dir(config: SimulationConfig) -> Path:
+    digest = hashlib.sha256(config.to_json().encode()).hexdigest()[:8]
+    return Path("runs") / f"{config.engine}-{config.optimizer}-seed{config.seed}-{digest}"
+
+
+def _summary(history, seconds: float) -> str:
+    cfg = history.config
+    tl, te, err = history["train_loss"][-1], history["test_loss"][-1], history["test_error"][-1]
+    shared = history["shared_coordinates"]
+    under = history["underflow_step"] >= 0
+    lines = [
+        f"trained {cfg.n_seeds} run(s) x {cfg.steps} steps of {cfg.optimizer} "
+        f"({cfg.engine} engine) in {seconds:.1f}s",
+        f"  final train loss   {tl.mean():.3e}" + (f"  (runs: {tl.min():.3e} .. {tl.max():.3e})" if tl.size > 1 else ""),
+        f"  final test loss    {te.mean():.4f}   (log 2 = 0.6931)",
+        f"  final test error   {err.mean():.3f}",
+        f"  samples sharing noise coordinates: {int((shared > 0).sum())} of {shared.size}",
+        f"  samples whose l' underflowed to 0: {int(under.sum())} of {under.size}",
+    ]
+    return "\n".join(lines)
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from . import run as run_config
+    from .plotting import save_training_figure
+
+    config = config_from_args(args)
+    out = Path(args.out) if args.out else default_run_dir(config)
+    start = time.perf_counter()
+    history = run_config(config, progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    history.save(out)
+    save_training_figure(history, out / "training.png")
+    print(_summary(history, seconds))
+    print(f"saved {out}/config.json, history.npz, training.png")
+    if not args.no_report:
+        try:
+            from analysis.report import write_report  # noqa: PLC0415  (optional layer)
+        except ImportError:
+            return 0
+        print(write_report(out))
+    return 0
+
+
+def command_bench(args: argparse.Namespace) -> int:
+    from .benchmark import main as bench_main
+    return bench_main(steps=args.steps, with_torch=args.torch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            raise UsageError(f"{parser.prog}: error: choose a command: run or bench")
+        if args.command == "run":
+            return command_run(args)
+        return command_bench(args)
+    except (UsageError, ConfigError) as exc:
+        msg = str(exc)
+        print(msg if msg.startswith(parser.prog) else f"{parser.prog}: error: {msg}", file=sys.stderr)
+        return 2
+    except FloatingPointError as exc:  # NonFiniteError
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

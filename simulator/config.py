@@ -1,0 +1,251 @@
+"""Simulation config: one frozen dataclass holding every parameter of a run.
+
+Dimension names used throughout the package (declared once, here):
+
+====== ==========================================================
+``R``  number of independent runs advanced together (seeds)
+``n``  training samples
+``d``  input dimension (coordinate 0 holds the signal ``mu``)
+``s``  noise sparsity (non-zero noise coordinates per sample)
+``m_k`` query/key neurons (rows of ``W_Q`` and ``W_K``)
+``m_v`` value neurons per output (rows of ``W_{V,+1}``, ``W_{V,-1}``)
+``D``  coordinates the engine trains (the active basis, ``D <= d``)
+``M``  stacked weight rows, ``M = 2 m_k + 2 m_v``
+``L``  patches per input, always 2 (signal patch, noise patch)
+``T``  recorded steps of a history
+====== ==========================================================
+
+Every field is validated when the config is built; a bad value raises
+:class:`ConfigError` with a one-line message naming the field, its value and the
+allowed range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+OPTIMIZERS = ("signgd", "gd", "adam", "signum", "normgd")
+NOISE_KINDS = ("sparse", "dense", "none")
+SIGNAL_POSITIONS = ("first", "random")
+ENGINES = ("full", "reduced")
+COORDINATES = ("active", "all")
+
+
+class ConfigError(ValueError):
+    """A config field is out of its allowed range (the message names it)."""
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """All parameters of a simulation (``SETTING.md`` sections 1-3).
+
+    The defaults form the built-in main job: a SignGD run whose four stages are
+    cleanly separated in time (``SETTING.md`` section 6).
+    """
+
+    # --- data (section 1) ---
+    d: int = 20_000
+    """Input dimension; only coordinate 0 and the training supports are trained,
+    so the cost of a run does not grow with ``d``."""
+    n: int = 8
+    """Training samples. With ``s = 20`` and ``d = 2*10^4`` the expected number of
+    shared noise coordinates is ``n^2 s^2 / (2 d) = 0.64``; samples that do share
+    are reported, never hidden."""
+    s: int = 20
+    """Noise sparsity: non-zero noise coordinates per sample."""
+    sigma_p: float = 1.0
+    """Noise scale: each non-zero noise entry is ``N(0, sigma_p^2)``."""
+    mu_norm: float = 0.05
+    """Signal strength ``||mu||``, tiny next to ``||xi||_1 ~ 16`` as in the paper's
+    regime, so Stage IV leaves ``s_{i,11}`` near 1/2."""
+    noise: str = "sparse"
+    """``sparse`` (the paper's model), ``dense`` (all ``d - 1`` coordinates) or ``none``."""
+    label_flip: float = 0.0
+    """Probability that a training/test label is flipped (label noise)."""
+    signal_position: str = "first"
+    """``first``: the signal is patch 1; ``random``: patch order drawn per sample."""
+    n_test: int = 500
+    """Held-out test samples (fresh draws) for test loss and test error."""
+
+    # --- model (section 2) ---
+    m_k: int = 10
+    """Query/key neurons."""
+    m_v: int = 10
+    """Value neurons per output."""
+    sigma_0: float = 0.005
+    """Initial weight scale. Initial attention scores are about
+    ``sigma_0^2 sigma_p^2 s sqrt(m_k) ~ 1.6e-3``, far below 1 (section 6)."""
+
+    # --- optimizer (section 3) ---
+    optimizer: str = "signgd"
+    eta: float = 5e-5
+    """Learning rate. One SignGD step moves a noise inner product by
+    ``eta ||xi||_1 ~ 8e-4``, small next to the initial ``|Qn + Kn| ~ 3e-2``."""
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    steps: int = 4000
+    """Training steps: enough for the training loss to fall below ``1e-3``."""
+
+    # --- runs and recording ---
+    seed: int = 0
+    """Seed of the first run; run ``r`` of a batch uses ``seed + r``, so any run of
+    a batch is reproducible on its own."""
+    n_seeds: int = 1
+    """Independent runs ``R`` advanced together by one vectorized step."""
+    record_every: int = 1
+    """Record the history every this many steps (step 0 and the last are always
+    recorded). The one-step law checks need ``record_every = 1``."""
+    engine: str = "full"
+    """``full``: train the weights; ``reduced``: the exact dynamics of section 9."""
+    coordinates: str = "active"
+    """``active``: train only coordinate 0 and the union of training supports
+    (section 8); ``all``: the plain dense path over all ``d`` coordinates."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # --- derived ---
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The seed of each run of the batch."""
+        return tuple(range(self.seed, self.seed + self.n_seeds))
+
+    @property
+    def n_weight_rows(self) -> int:
+        """``M = 2 m_k + 2 m_v`` stacked weight rows."""
+        return 2 * self.m_k + 2 * self.m_v
+
+    def replace(self, **changes: Any) -> "SimulationConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SimulationConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SimulationConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("config JSON must be an object of field: value")
+        return cls.from_dict(data)
+
+    def save(self, path: str | os.PathLike) -> None:
+        from .io import atomic_write_text
+
+        atomic_write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SimulationConfig":
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return cls.from_json(fh.read())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+
+
+# ---------------------------------------------------------------------------
+# validation: declarative rules, checked once when a config is built
+# ---------------------------------------------------------------------------
+
+def _int_rule(lo, hi=None):
+    return ("int", lo, hi)
+
+
+def _float_rule(lo, hi=None, lo_open=False, hi_open=False):
+    return ("float", lo, hi, lo_open, hi_open)
+
+
+def _choice_rule(options):
+    return ("choice", options)
+
+
+_RULES: dict[str, tuple] = {
+    "d": _int_rule(2),
+    "n": _int_rule(1),
+    "s": _int_rule(1, lambda c: c.d - 1),
+    "sigma_p": _float_rule(0.0),
+    "mu_norm": _float_rule(0.0),
+    "noise": _choice_rule(NOISE_KINDS),
+    "label_flip": _float_rule(0.0, 0.5, hi_open=False),
+    "signal_position": _choice_rule(SIGNAL_POSITIONS),
+    "n_test": _int_rule(1),
+    "m_k": _int_rule(1),
+    "m_v": _int_rule(1),
+    "sigma_0": _float_rule(0.0, lo_open=True),
+    "optimizer": _choice_rule(OPTIMIZERS),
+    "eta": _float_rule(0.0, lo_open=True),
+    "beta1": _float_rule(0.0, 1.0, hi_open=True),
+    "beta2": _float_rule(0.0, 1.0, hi_open=True),
+    "eps": _float_rule(0.0),
+    "steps": _int_rule(0),
+    "seed": _int_rule(0, 2**63 - 1),
+    "n_seeds": _int_rule(1),
+    "record_every": _int_rule(1),
+    "engine": _choice_rule(ENGINES),
+    "coordinates": _choice_rule(COORDINATES),
+}
+
+
+def _fmt_bound(b) -> str:
+    return f"{b:g}" if isinstance(b, float) else str(b)
+
+
+def _validate(cfg: SimulationConfig) -> None:
+    for f in fields(cfg):
+        rule = _RULES[f.name]
+        value = getattr(cfg, f.name)
+        kind = rule[0]
+        if kind == "int":
+            lo, hi = rule[1], rule[2]
+            hi = hi(cfg) if callable(hi) else hi
+            if isinstance(value, bool) or not isinstance(value, int):
+                if isinstance(value, float) and value.is_integer():
+                    object.__setattr__(cfg, f.name, int(value))
+                    value = int(value)
+                else:
+                    raise ConfigError(f"{f.name} must be an integer, got {value!r}")
+            upper = "" if hi is None else f" and {hi}"
+            if value < lo or (hi is not None and value > hi):
+                rng = f"between {lo}{upper}" if hi is not None else f">= {lo}"
+                raise ConfigError(f"{f.name} must be an integer {rng}, got {value}")
+        elif kind == "float":
+            lo, hi, lo_open, hi_open = rule[1:]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{f.name} must be a number, got {value!r}")
+            value = float(value)
+            object.__setattr__(cfg, f.name, value)
+            bad = (not math.isfinite(value)
+                   or (value <= lo if lo_open else value < lo)
+                   or (hi is not None and (value >= hi if hi_open else value > hi)))
+            if bad:
+                left = "(" if lo_open else "["
+                right = (")" if hi_open else "]") if hi is not None else ")"
+                upper = _fmt_bound(hi) if hi is not None else "inf"
+                raise ConfigError(
+                    f"{f.name} must be finite and in {left}{_fmt_bound(lo)}, {upper}{right}, got {value!r}")
+        else:
+            options = rule[1]
+            if value not in options:
+                raise ConfigError(f"{f.name} must be one of {', '.join(options)}; got {value!r}")
+    if cfg.engine == "reduced" and cfg.coordinates == "all":
+        raise ConfigError("coordinates='all' applies to engine='full' only; got engine='reduced'")

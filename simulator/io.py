@@ -1,0 +1,43 @@
+"""Atomic file writing: a reader never sees a half-written result.
+
+Each writer writes to a temporary file in the destination folder and renames it
+into place with ``os.replace`` (atomic on POSIX and Windows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, IO
+
+
+@contextlib.contextmanager
+def _atomic_target(path: str | os.PathLike, mode: str) -> "IO":
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with _atomic_target(path, "w") as fh:
+        fh.write(text)
+
+
+def atomic_write_with(path: str | os.PathLike, writer: Callable[[IO[bytes]], None]) -> None:
+    """Call ``writer(binary_file)`` and move the result to ``path`` atomically
+    (e.g. ``np.savez_compressed`` or ``Figure.savefig``)."""
+    with _atomic_target(path, "wb") as fh:
+        writer(fh)

@@ -1,0 +1,142 @@
+"""The batched arrays a training run works on: data in the trained basis, initial
+weights, and the held-out test inputs (``SETTING.md`` section 8).
+
+Only coordinate 0 (the signal) and the union of the training noise supports ever
+receive a non-zero gradient, under every optimizer. The *active basis* of a run is
+those coordinates, sorted; the engine trains ``W`` restricted to them, so the cost of
+a step does not depend on ``d``. Runs of a batch have bases of different sizes; they
+are padded to a common ``D`` with the sentinel coordinate ``d`` (zero input, zero
+gradient, never moves, never touched by a test input).
+
+Test inputs touch fresh coordinates whose weights are still their initial draws.
+Their contribution to ``W x`` is computed once from the initial weights
+(``test_frozen``); the few test coordinates that fall inside the basis are kept as a
+sparse matrix and projected with the current weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .config import SimulationConfig
+from .data import NoisyDataset, draw_test_set, draw_training_set, shared_coordinate_counts
+from .initialization import initial_weights
+from .model import Layout
+
+L = 2  # patches per input
+
+
+@dataclass
+class TrainingProblem:
+    """Everything fixed during training, batched over runs ``R``."""
+
+    config: SimulationConfig
+    layout: Layout
+    seeds: np.ndarray            # (R,)
+    coords: np.ndarray           # (R, D) global coordinate of each basis column
+    X: np.ndarray                # (R, n, L, D) training inputs in the basis
+    y: np.ndarray                # (R, n) observed labels
+    W0: np.ndarray               # (R, M, D) initial weights on the basis
+    train: list[NoisyDataset]    # per run
+    test: list[NoisyDataset]     # per run
+    test_frozen: np.ndarray      # (R, n_test, M) W_0 xi on test coords outside the basis
+    test_in_basis: list          # per run: CSR (n_test, D) test noise inside the basis
+    test_overlap_fraction: np.ndarray  # (R,) fraction of test noise coords inside the basis
+    test_y: np.ndarray           # (R, n_test) observed test labels
+    test_signal: np.ndarray      # (R, n_test) y_clean ||mu||: signal-patch entry on coordinate 0
+    test_signal_position: np.ndarray  # (R, n_test)
+
+    @property
+    def R(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def D(self) -> int:
+        return self.X.shape[-1]
+
+    @property
+    def shared_coordinates(self) -> np.ndarray:
+        """(R, n) per sample, noise coordinates shared with another training sample."""
+        return np.stack([shared_coordinate_counts(ds.support, ds.values) for ds in self.train])
+
+    def stacked(self, name: str, which: str = "train") -> np.ndarray:
+        """A per-sample dataset attribute stacked over runs, e.g. ``stacked('xi_l1')``."""
+        sets = self.train if which == "train" else self.test
+        return np.stack([getattr(ds, name) for ds in sets])
+
+
+def active_basis(config: SimulationConfig, dataset: NoisyDataset) -> np.ndarray:
+    """Sorted coordinates the engine trains for one run."""
+    if config.coordinates == "all":
+        return np.arange(config.d, dtype=np.int64)
+    return np.union1d(np.zeros(1, dtype=np.int64), dataset.support.ravel())
+
+
+def patches_in_basis(dataset: NoisyDataset, basis: np.ndarray, D: int) -> np.ndarray:
+    """Dense inputs ``(n, L, D)`` of a dataset whose supports lie in ``basis``."""
+    n = dataset.n
+    X = np.zeros((n, L, D))
+    rows = np.arange(n)
+    X[rows, dataset.signal_position, 0] = dataset.y_clean * dataset.mu_norm
+    cols = np.searchsorted(basis, dataset.support)
+    X[rows[:, None], (1 - dataset.signal_position)[:, None], cols] = dataset.values
+    return X
+
+
+def _split_test_noise(dataset: NoisyDataset, basis: np.ndarray, D: int, seed: int,
+                      config: SimulationConfig):
+    """Split test noise into a sparse part inside the basis and the frozen
+    projection ``W_0 xi`` of the part outside it."""
+    support, values = dataset.support, dataset.values
+    n_test = dataset.n
+    pos = np.searchsorted(basis, support).clip(max=basis.size - 1)
+    inside = basis[pos] == support
+    rows = np.broadcast_to(np.arange(n_test)[:, None], support.shape)
+    in_basis = sp.csr_matrix((values[inside], (rows[inside], pos[inside])), shape=(n_test, D))
+    frozen = np.zeros((n_test, config.n_weight_rows))
+    if (~inside).any():
+        fresh, inverse = np.unique(support[~inside], return_inverse=True)
+        W_fresh = initial_weights(seed, config.n_weight_rows, fresh, config.sigma_0)  # (M, F)
+        contrib = W_fresh[:, inverse] * values[~inside]                              # (M, nnz)
+        np.add.at(frozen.T, (slice(None), rows[~inside]), contrib)
+    overlap = inside.sum() / max(support.size, 1)
+    return in_basis, frozen, overlap
+
+
+def build_problem(config: SimulationConfig) -> TrainingProblem:
+    """Draw data and initial weights of every run of ``config`` (seed ``seed + r``)."""
+    seeds = np.array(config.seeds, dtype=np.int64)
+    train = [draw_training_set(config, int(seed)) for seed in seeds]
+    test = [draw_test_set(config, int(seed)) for seed in seeds]
+    bases = [active_basis(config, ds) for ds in train]
+    D = max(b.size for b in bases)
+    coords = np.full((len(seeds), D), config.d, dtype=np.int64)   # pad with sentinel d
+    for r, b in enumerate(bases):
+        coords[r, :b.size] = b
+    X = np.stack([patches_in_basis(ds, b, D) for ds, b in zip(train, bases)])
+    W0 = np.stack([initial_weights(int(seed), config.n_weight_rows, c, config.sigma_0)
+                   for seed, c in zip(seeds, coords)])
+    split = [_split_test_noise(ds, b, D, int(seed), config)
+             for ds, b, seed in zip(test, bases, seeds)]
+    return TrainingProblem(
+        config=config, layout=Layout.of(config), seeds=seeds, coords=coords, X=X,
+        y=np.stack([ds.y for ds in train]), W0=W0, train=train, test=test,
+        test_frozen=np.stack([s[1] for s in split]),
+        test_in_basis=[s[0] for s in split],
+        test_overlap_fraction=np.array([s[2] for s in split]),
+        test_y=np.stack([ds.y for ds in test]),
+        test_signal=np.stack([ds.y_clean for ds in test]) * config.mu_norm,
+        test_signal_position=np.stack([ds.signal_position for ds in test]))
+
+
+def held_out_projections(W: np.ndarray, problem: TrainingProblem) -> np.ndarray:
+    """``W x`` for every test input: ``(R, n_test, L, M)``."""
+    signal = problem.test_signal[..., None] * W[:, None, :, 0]            # (R, n_test, M)
+    noise = problem.test_frozen + np.stack(
+        [csr @ W[r].T for r, csr in enumerate(problem.test_in_basis)])    # (R, n_test, M)
+    signal_position = problem.test_signal_position[..., None, None]
+    patch = np.arange(L)[:, None]                                         # (L, 1)
+    return np.where(patch == signal_position, signal[:, :, None, :], noise[:, :, None, :])
