@@ -92,6 +92,8 @@ def command_run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     out = Path(args.out) if args.out else default_run_dir(config)
+    if out.exists() and not out.is_dir():   # fail before training, not after
+        raise UsageError(f"--out {out}: exists and is not a directory")
     start = time.perf_counter()
     history = run_config(config, progress=not args.quiet)
     seconds = time.perf_counter() - start
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(exc)
         print(msg if msg.startswith(parser.prog) else f"{parser.prog}: error: {msg}", file=sys.stderr)
         return 2
-    except FloatingPointError as exc:  # NonFiniteError
+    except (FloatingPointError, OSError) as exc:  # NonFiniteError; cannot write the run
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -34,6 +35,7 @@ NOISE_KINDS = ("sparse", "dense", "none")
 SIGNAL_POSITIONS = ("first", "random")
 ENGINES = ("full", "reduced")
 COORDINATES = ("active", "all")
+REDUCED_INITS = ("data", "distribution")
 
 
 class ConfigError(ValueError):
@@ -106,6 +108,12 @@ class SimulationConfig:
     coordinates: str = "active"
     """``active``: train only coordinate 0 and the union of training supports
     (section 8); ``all``: the plain dense path over all ``d`` coordinates."""
+    reduced_init: str = "data"
+    """Initial state of ``engine='reduced'``. ``data`` (default): draw the training
+    set and initial weights exactly as the full engine does, so the two engines can
+    be compared run for run (refused when training supports overlap).
+    ``distribution``: data-free, draw the state from its exact distribution given
+    disjoint supports; its cost does not grow with ``d``, ``s`` or overlaps."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -203,6 +211,7 @@ _RULES: dict[str, tuple] = {
     "record_every": _int_rule(1),
     "engine": _choice_rule(ENGINES),
     "coordinates": _choice_rule(COORDINATES),
+    "reduced_init": _choice_rule(REDUCED_INITS),
 }
 
 
@@ -218,19 +227,19 @@ def _validate(cfg: SimulationConfig) -> None:
         if kind == "int":
             lo, hi = rule[1], rule[2]
             hi = hi(cfg) if callable(hi) else hi
-            if isinstance(value, bool) or not isinstance(value, int):
-                if isinstance(value, float) and value.is_integer():
-                    object.__setattr__(cfg, f.name, int(value))
-                    value = int(value)
-                else:
-                    raise ConfigError(f"{f.name} must be an integer, got {value!r}")
+            integral = isinstance(value, numbers.Integral) or (
+                isinstance(value, numbers.Real) and float(value).is_integer())
+            if isinstance(value, bool) or not integral:
+                raise ConfigError(f"{f.name} must be an integer, got {value!r}")
+            value = int(value)                    # numpy and integral floats -> int
+            object.__setattr__(cfg, f.name, value)
             upper = "" if hi is None else f" and {hi}"
             if value < lo or (hi is not None and value > hi):
                 rng = f"between {lo}{upper}" if hi is not None else f">= {lo}"
                 raise ConfigError(f"{f.name} must be an integer {rng}, got {value}")
         elif kind == "float":
             lo, hi, lo_open, hi_open = rule[1:]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ConfigError(f"{f.name} must be a number, got {value!r}")
             value = float(value)
             object.__setattr__(cfg, f.name, value)
@@ -247,5 +256,11 @@ def _validate(cfg: SimulationConfig) -> None:
             options = rule[1]
             if value not in options:
                 raise ConfigError(f"{f.name} must be one of {', '.join(options)}; got {value!r}")
+    if cfg.seed + cfg.n_seeds - 1 > 2**63 - 1:   # run r uses seed + r, an int64
+        raise ConfigError(f"seed + n_seeds - 1 must be at most {2**63 - 1}, "
+                          f"got {cfg.seed} + {cfg.n_seeds} - 1")
     if cfg.engine == "reduced" and cfg.coordinates == "all":
         raise ConfigError("coordinates='all' applies to engine='full' only; got engine='reduced'")
+    if cfg.engine == "full" and cfg.reduced_init != "data":
+        raise ConfigError(f"reduced_init={cfg.reduced_init!r} applies to engine='reduced' only; "
+                          "got engine='full'")

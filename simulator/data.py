@@ -111,10 +111,6 @@ def generate_dataset(config: SimulationConfig, rng: np.random.Generator, n: int)
     y_clean = rng.choice(np.array([-1.0, 1.0]), size=n)
     flips = rng.random(n) < config.label_flip
     y = np.where(flips, -y_clean, y_clean)
-    if config.signal_position == "random":
-        signal_position = rng.integers(0, 2, size=n)
-    else:
-        signal_position = np.zeros(n, dtype=np.int64)
     if config.noise == "dense":
         support = np.broadcast_to(np.arange(1, d, dtype=np.int64), (n, d - 1))
         values = config.sigma_p * rng.standard_normal((n, d - 1))
@@ -124,6 +120,11 @@ def generate_dataset(config: SimulationConfig, rng: np.random.Generator, n: int)
     else:
         support = _random_supports(rng, n, config.s, d)
         values = config.sigma_p * rng.standard_normal((n, config.s))
+    # drawn last, so 'random' and 'first' share labels and noise for the same seed
+    if config.signal_position == "random":
+        signal_position = rng.integers(0, 2, size=n)
+    else:
+        signal_position = np.zeros(n, dtype=np.int64)
     return NoisyDataset(y=y, y_clean=y_clean, support=np.ascontiguousarray(support),
                         values=values, signal_position=signal_position.astype(np.int64),
                         mu_norm=config.mu_norm, d=d)

@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Callable, IO
 
 
+_UMASK = os.umask(0)  # read the process umask once (os.umask can only read by setting)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def _atomic_target(path: str | os.PathLike, mode: str) -> "IO":
     path = Path(path)
@@ -20,6 +24,7 @@ def _atomic_target(path: str | os.PathLike, mode: str) -> "IO":
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as fh:
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

@@ -102,13 +102,19 @@ def forward_from_projections(proj: np.ndarray, layout: Layout) -> Forward:
     """Forward pass given the patch projections ``proj = W x`` ``(R, n, L, M)``."""
     q = proj[..., layout.Q]                                      # (R, n, L, m_k)
     k = proj[..., layout.K]                                      # (R, n, L, m_k)
-    u = proj[..., layout.Vp].mean(-1) - proj[..., layout.Vm].mean(-1)  # (R, n, L)
+    # u = mean_r (w_{V,+1,r} x) - mean_r (w_{V,-1,r} x), as sum / m_v (what mean does)
+    u = np.add.reduce(proj[..., layout.Vp], axis=-1)             # (R, n, L)
+    u /= layout.m_v
+    u_minus = np.add.reduce(proj[..., layout.Vm], axis=-1)
+    u_minus /= layout.m_v
+    u -= u_minus
     z = np.matmul(q, k.swapaxes(-1, -2))                         # (R, n, L, L) z_lk
-    gap = z[..., 1] - z[..., 0]                                  # (R, n, L) z_l2 - z_l1
+    gap = np.subtract(z[..., 1], z[..., 0])                      # (R, n, L) z_l2 - z_l1
     S2 = expit(gap)
-    S1 = expit(-gap)
-    f = (S1 * u[..., 0:1] + S2 * u[..., 1:2]).sum(-1)            # (R, n)
-    return Forward(f=f, proj=proj, u=u, S1=S1, S2=S2)
+    S1 = expit(np.negative(gap, out=gap))
+    f = S1 * u[..., 0:1]                                         # (R, n, L)
+    f += S2 * u[..., 1:2]
+    return Forward(f=np.add(f[..., 0], f[..., 1]), proj=proj, u=u, S1=S1, S2=S2)
 
 
 def forward(W: np.ndarray, X: np.ndarray, layout: Layout) -> Forward:
@@ -140,18 +146,25 @@ def output_gradient_coefficients(fw: Forward, dL_df: np.ndarray, layout: Layout)
     -------
     (R, n, L, M) array ``A`` with ``dL/dW = sum_{i,l} A_il x_il^T``.
     """
-    q = fw.proj[..., layout.Q]                                   # (R, n, L, m_k)
-    k = fw.proj[..., layout.K]                                   # (R, n, L, m_k)
+    proj, S1, S2, u = fw.proj, fw.S1, fw.S2, fw.u
+    q = proj[..., layout.Q]                                      # (R, n, L, m_k)
+    k = proj[..., layout.K]                                      # (R, n, L, m_k)
     g = dL_df[..., None]                                         # (R, n, 1)
-    dL_du = g * np.stack([fw.S1.sum(-1), fw.S2.sum(-1)], axis=-1)  # (R, n, L)  dL/du_k
-    delta = g * fw.S1 * fw.S2 * (fw.u[..., 1:2] - fw.u[..., 0:1])  # (R, n, L)  dL/dz_l2
-    A = np.empty(fw.proj.shape)
-    A[..., layout.Q] = delta[..., None] * (k[..., 1:2, :] - k[..., 0:1, :])   # dL/dq_l
-    dL_dk2 = (delta[..., None] * q).sum(-2)                      # (R, n, m_k)
-    A[..., 0, layout.K] = -dL_dk2                                 # dL/dk_1
-    A[..., 1, layout.K] = dL_dk2                                  # dL/dk_2
-    A[..., layout.Vp] = dL_du[..., None] / layout.m_v            # dL/d(w_{V,+1,r} x_k)
-    A[..., layout.Vm] = -dL_du[..., None] / layout.m_v           # dL/d(w_{V,-1,r} x_k)
+    A = np.empty(proj.shape)                                     # (R, n, L, M)
+    dL_du = np.empty(u.shape)                                    # (R, n, L)  dL/du_k
+    np.add(S1[..., 0], S1[..., 1], out=dL_du[..., 0])            # sum_l S_l1
+    np.add(S2[..., 0], S2[..., 1], out=dL_du[..., 1])            # sum_l S_l2
+    dL_du *= g
+    delta = g * S1                                               # (R, n, L)  dL/dz_l2
+    delta *= S2
+    delta *= u[..., 1:2] - u[..., 0:1]
+    delta = delta[..., None]                                     # (R, n, L, 1)
+    np.multiply(delta, k[..., 1:2, :] - k[..., 0:1, :], out=A[..., layout.Q])  # dL/dq_l
+    dq = delta * q                                               # (R, n, L, m_k)
+    np.add(dq[..., 0, :], dq[..., 1, :], out=A[..., 1, layout.K])  # dL/dk_2
+    np.negative(A[..., 1, layout.K], out=A[..., 0, layout.K])    # dL/dk_1 = -dL/dk_2
+    np.divide(dL_du[..., None], layout.m_v, out=A[..., layout.Vp])  # dL/d(w_{V,+1,r} x_k)
+    np.negative(A[..., layout.Vp], out=A[..., layout.Vm])        # dL/d(w_{V,-1,r} x_k)
     return A
 
 

@@ -13,12 +13,15 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from .config import SimulationConfig
 from .history import History
-from .model import Forward, Layout, forward_from_projections, logistic_loss, loss_and_gradient
-from .optimizers import make_optimizer
-from .problem import TrainingProblem, build_problem, held_out_projections
+from .model import (Forward, Layout, forward_from_projections, logistic_loss, loss_derivative,
+                    output_gradient_coefficients)
+from .optimizers import SignGD, make_optimizer
+from .problem import (L, EngineLayout, TrainingProblem, build_problem, engine_layout,
+                      held_out_projections)
 from .progress import Progress
 
 
@@ -45,24 +48,42 @@ def theory_quantities(W: np.ndarray, fw: Forward, problem: TrainingProblem) -> d
 
     With ``x_signal = y_clean mu`` and ``x_noise = xi``, the noise quantities are
     ``y_i W xi_i`` read off the noise-patch projections; signal quantities read
-    ``||mu|| W[:, coordinate 0]``.
+    ``||mu|| W[:, coordinate 0]``, or ``W mu`` when the problem has a
+    ``signal_direction`` ``mu`` (real images, :mod:`simulator.digits`).
     """
-    lay, mu = problem.layout, problem.config.mu_norm
-    signal_pos = np.stack([ds.signal_position for ds in problem.train])     # (R, n)
-    noise_pos = 1 - signal_pos
-    idx = noise_pos[..., None, None]                                         # (R, n, 1, 1)
-    noise_proj = np.take_along_axis(fw.proj, idx, axis=2)[:, :, 0, :]       # (R, n, M)
-    y = problem.y[..., None]
-    yn = y * noise_proj                                                      # (R, n, M)
-    w_signal = W[:, :, 0]                                                    # (R, M)
+    signal_pos = problem.stacked("signal_position")                        # (R, n)
+    perm = np.stack([signal_pos, 1 - signal_pos], axis=-1)                   # (R, n, 2)
+    if problem.signal_direction is None:                  # mu = ||mu|| e_0
+        w_signal = W[:, :, 0]                                                # (R, M)
+    else:                                                  # a general mu (simulator/digits.py)
+        w_signal = np.einsum("rmd,rd->rm", W, problem.signal_direction)     # <w, mu>
+    return _theory_quantities(w_signal, fw, problem, perm, bool((signal_pos == 0).all()))
+
+
+def _theory_quantities(w_signal: np.ndarray, fw: Forward, problem: TrainingProblem,
+                       perm: np.ndarray, first: bool) -> dict[str, np.ndarray]:
+    """:func:`theory_quantities` from the signal weights ``w_signal`` (R, M) (``W[:, :, 0]``,
+    or ``W mu`` for a general ``mu``) and the patch order ``perm`` (R, n, 2) = (signal
+    patch, noise patch); ``first``: every signal patch is patch 0."""
+    lay = problem.layout
+    mu = problem.config.mu_norm if problem.signal_direction is None else 1.0
+    if first:
+        noise_proj = fw.proj[:, :, 1, :]                                     # (R, n, M)
+    else:
+        noise_proj = np.take_along_axis(fw.proj, perm[..., 1, None, None], axis=2)[:, :, 0, :]
+    yn = problem.y[..., None] * noise_proj                                   # (R, n, M)
     # softmax in semantic order: patch 0 = signal, 1 = noise
     S = np.stack([fw.S1, fw.S2], axis=-1)                                    # (R, n, L, L)
-    perm = np.stack([signal_pos, noise_pos], axis=-1)                        # (R, n, 2)
-    S = np.take_along_axis(S, perm[..., :, None], axis=2)
-    S = np.take_along_axis(S, perm[..., None, :], axis=3)
+    if not first:
+        S = np.take_along_axis(S, perm[..., :, None], axis=2)
+        S = np.take_along_axis(S, perm[..., None, :], axis=3)
+
+    def mean(a):  # mean over the last axis, as ndarray.mean computes it
+        return np.add.reduce(a, axis=-1) / a.shape[-1]
+
     return {
-        "Vs": mu * (w_signal[:, lay.Vp].mean(-1) - w_signal[:, lay.Vm].mean(-1)),
-        "Vn": yn[..., lay.Vp].mean(-1) - yn[..., lay.Vm].mean(-1),
+        "Vs": mu * (mean(w_signal[:, lay.Vp]) - mean(w_signal[:, lay.Vm])),
+        "Vn": mean(yn[..., lay.Vp]) - mean(yn[..., lay.Vm]),
         "Qs": mu * w_signal[:, lay.Q],
         "Ks": mu * w_signal[:, lay.K],
         "Qn": yn[..., lay.Q].swapaxes(1, 2),
@@ -73,12 +94,106 @@ def theory_quantities(W: np.ndarray, fw: Forward, problem: TrainingProblem) -> d
 
 def held_out_metrics(W: np.ndarray, problem: TrainingProblem) -> dict[str, np.ndarray]:
     """Test loss, test error and test margin statistics, each (R,)."""
-    fw = forward_from_projections(held_out_projections(W, problem), problem.layout)
+    return _held_out_metrics(held_out_projections(W, problem), problem)
+
+
+def _held_out_metrics(proj: np.ndarray, problem: TrainingProblem) -> dict[str, np.ndarray]:
+    """:func:`held_out_metrics` from the test projections ``proj`` (R, n_test, L, M)."""
+    fw = forward_from_projections(proj, problem.layout)
     margin = problem.test_y * fw.f
     return {"test_loss": logistic_loss(margin).mean(-1),
             "test_error": (margin <= 0).mean(-1),
             "test_margin_mean": margin.mean(-1),
             "test_margin_std": margin.std(-1)}
+
+
+class _Recorder:
+    """The recorded quantities of a step, from the engine's storage (built once per
+    :func:`train`). Index arrays are precomputed, so that a record costs a few
+    vectorized operations; its numbers are those of :func:`theory_quantities` and
+    :func:`held_out_metrics` on the basis weights.
+
+    Signal and test-noise columns are read straight from the engine's storage
+    ``[blocks (n B rows); dense part (Dd rows); untouched columns (F rows)]`` of each
+    run, with the sign a block stores its weights with. Test noise inside the basis
+    is one block-diagonal CSR matrix over all runs, with the entries of each row in
+    the order of ``problem.test_in_basis`` (so the sums are the same).
+    """
+
+    def __init__(self, problem: TrainingProblem, eng: EngineLayout):
+        self.problem, self.eng = problem, eng
+        R, n, D = problem.R, problem.y.shape[1], problem.D
+        lay = problem.layout
+        # problems with a general signal patch (simulator/digits.py) take the plain path
+        self.plain = problem.signal_direction is not None or problem.test_signal_in_basis is not None
+        signal_pos = problem.stacked("signal_position")                    # (R, n)
+        self.first = bool((signal_pos == 0).all())
+        self.perm = np.stack([signal_pos, 1 - signal_pos], axis=-1)          # (R, n, 2)
+        test_pos = problem.test_signal_position
+        self.test_first = bool((test_pos == 0).all())
+        self.test_proj = np.empty(problem.test_y.shape + (L, lay.M))        # (R, n_test, L, M)
+        if self.plain:
+            return
+        # storage row and sign of every basis column, per run
+        nB = n * eng.B
+        src = np.full((R, D), -1, dtype=np.int64)
+        sign = np.ones((R, D))
+        r_b = np.nonzero(eng.block_real)
+        src[r_b[0], eng.block_cols[r_b]] = r_b[1] * eng.B + r_b[2]
+        sign[r_b[0], eng.block_cols[r_b]] = eng.block_sign[r_b][:, 0]
+        r_d = np.nonzero(eng.dense_real)
+        src[r_d[0], eng.dense_cols[r_d]] = nB + r_d[1]
+        need = np.zeros((R, D), dtype=bool)
+        need[:, 0] = True
+        for r, csr in enumerate(problem.test_in_basis):
+            need[r, csr.indices] = True
+        untouched = need & (src < 0)
+        F = int(untouched.sum(1).max())
+        self.frozen = np.zeros((R, F, lay.M))                               # W_0 columns
+        for r in range(R):
+            cols = np.flatnonzero(untouched[r])
+            src[r, cols] = nB + eng.Dd + np.arange(cols.size)
+            self.frozen[r, :cols.size] = problem.W0[r][:, cols].T
+        rows = nB + eng.Dd + F                                              # storage rows per run
+        self.rows = rows
+        self.col0 = np.arange(R) * rows + src[:, 0]                          # (R,) flat storage row
+        self.sign0 = sign[:, 0, None]                                        # (R, 1)
+        data, indices, indptr = [], [], [np.zeros(1, dtype=np.int64)]
+        for r, csr in enumerate(problem.test_in_basis):
+            data.append(csr.data * sign[r, csr.indices])
+            indices.append(r * rows + src[r, csr.indices])
+            indptr.append(csr.indptr[1:] + indptr[-1][-1])
+        n_test = problem.test_y.shape[1]
+        self.test_noise = sp.csr_matrix(
+            (np.concatenate(data), np.concatenate(indices), np.concatenate(indptr)),
+            shape=(R * n_test, R * rows))
+
+    def storage(self, Wb: np.ndarray, Wd: np.ndarray) -> np.ndarray:
+        """(R * rows, M): the engine's weights, one row per stored column."""
+        R = Wb.shape[0]
+        parts = [Wb.reshape(R, -1, Wb.shape[-1]), Wd.transpose(0, 2, 1), self.frozen]
+        return np.concatenate(parts, axis=1).reshape(R * self.rows, -1)
+
+    def record(self, Wb, Wd, W, fw: Forward) -> dict[str, np.ndarray]:
+        problem = self.problem
+        if self.plain:
+            _store_weights(Wb, Wd, self.eng, W)
+            return {**theory_quantities(W, fw, problem), **held_out_metrics(W, problem)}
+        st = self.storage(Wb, Wd)
+        w_signal = st[self.col0] * self.sign0                               # (R, M) W[:, :, 0]
+        R, n_test = problem.test_y.shape
+        noise = problem.test_frozen + (self.test_noise @ st).reshape(R, n_test, -1)
+        signal = problem.test_signal[..., None] * w_signal[:, None, :]      # (R, n_test, M)
+        proj = self.test_proj
+        if self.test_first:
+            proj[:, :, 0, :] = signal
+            proj[:, :, 1, :] = noise
+        else:
+            pos = problem.test_signal_position[..., None, None]
+            proj[...] = np.where(np.arange(L)[:, None] == pos, signal[:, :, None, :],
+                                 noise[:, :, None, :])
+        return {**_theory_quantities(w_signal, fw, problem, self.perm, self.first),
+                **_held_out_metrics(proj, problem)}
 
 
 def _check_finite(step: int, margin: np.ndarray, problem: TrainingProblem) -> None:
@@ -100,6 +215,72 @@ def _allocate(config: SimulationConfig, T: int) -> dict[str, np.ndarray]:
     return {name: np.empty(shape) for name, shape in shapes.items()}
 
 
+# ---------------------------------------------------------------------------
+# the engine's storage of the trained weights (problem.EngineLayout)
+# ---------------------------------------------------------------------------
+
+def _engine_arrays(R: int, n: int, M: int, eng: EngineLayout):
+    """Zeroed engine arrays: blocks ``(R, n, B, M)`` and dense part ``(R, M, Dd)``.
+
+    The blocks are a view of a contiguous ``(R, B, n, M)`` array: a SignGD step
+    subtracts the same ``(n, M)`` array from every slot ``j``, one long inner loop."""
+    return np.zeros((R, eng.B, n, M)).transpose(0, 2, 1, 3), np.zeros((R, M, eng.Dd))
+
+
+def _joined(Wb: np.ndarray, Wd: np.ndarray) -> np.ndarray:
+    """Blocks and dense part as one ``(R, 1, K)`` array (a copy): per-run reductions
+    over the last two axes (NormGD) see every trained weight of a run once."""
+    R = Wb.shape[0]
+    return np.concatenate([Wb.reshape(R, 1, -1), Wd.reshape(R, 1, -1)], axis=-1)
+
+
+def _load_weights(W: np.ndarray, eng: EngineLayout, Wb: np.ndarray, Wd: np.ndarray) -> None:
+    """Copy basis weights ``W`` (R, M, D) into the engine's blocks and dense part."""
+    r = np.nonzero(eng.block_real)
+    Wb[r] = W[r[0], :, eng.block_cols[r]] * eng.block_sign[r]
+    r = np.nonzero(eng.dense_real)
+    Wd.transpose(0, 2, 1)[r] = W[r[0], :, eng.dense_cols[r]]
+
+
+def _store_weights(Wb: np.ndarray, Wd: np.ndarray, eng: EngineLayout, W: np.ndarray) -> None:
+    """Write the engine's weights back into basis weights ``W`` (R, M, D)."""
+    r = np.nonzero(eng.block_real)
+    W[r[0], :, eng.block_cols[r]] = Wb[r] * eng.block_sign[r]
+    r = np.nonzero(eng.dense_real)
+    W[r[0], :, eng.dense_cols[r]] = Wd.transpose(0, 2, 1)[r]
+
+
+def _block_row_view(eng: EngineLayout, proj: np.ndarray):
+    """``f(add, A)``: adds ``add`` (R, n, 1, M) to each sample's block-row projection
+    in ``proj`` and/or returns the block rows of ``A`` (R, n, L, M) as (R, n, M)."""
+    R, n = eng.block_row.shape
+    if (eng.block_row == eng.block_row.flat[0]).all():      # the usual case: one patch
+        l = int(eng.block_row.flat[0])
+        rows = proj[:, :, l, :]
+
+        def view(add, A=None):
+            if add is not None:
+                np.add(rows, add[:, :, 0, :], out=rows)
+            return None if A is None else A[:, :, l, :]
+    else:                                                   # signal_position='random'
+        idx = (np.arange(R * n) * L + eng.block_row.ravel())
+
+        def view(add, A=None):
+            if add is not None:
+                proj.reshape(R * n * L, -1)[idx] += add.reshape(R * n, -1)
+            return None if A is None else A.reshape(R * n * L, -1)[idx].reshape(R, n, -1)
+    return view
+
+
+def _blocks_factor(A_block: np.ndarray, tiny_A: float) -> bool:
+    """Whether ``sign(|x| A) = sign(A)`` on every block slot: no non-zero entry of
+    ``A_block`` is so small that ``|x| A`` underflows to 0."""
+    a = np.abs(A_block)
+    if a.min() >= tiny_A:
+        return True
+    return bool(((a >= tiny_A) | (a == 0.0)).all())
+
+
 def per_run_arrays(problem: TrainingProblem) -> dict[str, np.ndarray]:
     """The per-run arrays of a history (see :mod:`simulator.history`)."""
     return {"seeds": problem.seeds, "y": problem.y,
@@ -110,6 +291,7 @@ def per_run_arrays(problem: TrainingProblem) -> dict[str, np.ndarray]:
             "test_overlap_fraction": problem.test_overlap_fraction}
 
 
+@np.errstate(over="ignore", invalid="ignore")  # non-finite values raise NonFiniteError instead
 def train(config: SimulationConfig, *, progress: bool = False,
           problem: TrainingProblem | None = None) -> TrainingResult:
     """Train every run of ``config`` with the full engine and record its history.
@@ -132,8 +314,27 @@ def train(config: SimulationConfig, *, progress: bool = False,
     problem = build_problem(config) if problem is None else problem
     layout: Layout = problem.layout
     optimizer = make_optimizer(config)
-    W = problem.W0.copy()
-    state = optimizer.init_state(W)
+    eta = config.eta
+    R, n = problem.y.shape
+    eng = engine_layout(problem)
+    recorder = _Recorder(problem, eng)
+    W = problem.W0.copy()                  # (R, M, D); written from Wb, Wd when recording
+    Wb, Wd = _engine_arrays(R, n, layout.M, eng)
+    _load_weights(W, eng, Wb, Wd)
+    Gb, Gd = _engine_arrays(R, n, layout.M, eng)
+    Wb_slots = Wb.transpose(0, 2, 1, 3)                 # (R, B, n, M), contiguous
+    state = optimizer.init_state(_joined(Wb, Wd))
+    nb = Wb.size // R
+    # SignGD on a block is Wb <- Wb - eta sign(A_i) (EngineLayout) unless |x A_i|
+    # underflows to 0 for a non-zero A_i; below this |A_i| the step is taken the long way
+    signgd = isinstance(optimizer, SignGD)
+    tiny_A = 2.0 ** -1072 / eng.block_abs_min
+    proj = np.empty((R, n, L, layout.M))
+    proj_rows = proj.reshape(R, n * L, layout.M)
+    block_row = _block_row_view(eng, proj)
+    X_dense_T = eng.X_dense.transpose(0, 2, 1)          # (R, Dd, n L)
+    Wd_T = Wd.transpose(0, 2, 1)                        # (R, Dd, M)
+    y = problem.y
     rec_steps = record_steps(config.steps, config.record_every)
     buf = _allocate(config, rec_steps.size)
     underflow_step = np.full(problem.y.shape, -1, dtype=np.int64)
@@ -141,24 +342,50 @@ def train(config: SimulationConfig, *, progress: bool = False,
     start = time.perf_counter()
     k = 0  # next record slot
     for t in range(config.steps + 1):
-        lg = loss_and_gradient(W, problem.X, problem.y, layout)
-        _check_finite(t, lg.margin, problem)
-        newly = (lg.lprime == 0.0) & (underflow_step < 0)
-        if newly.any():
+        # forward: proj = W x (dense part, then each sample's block row)
+        np.matmul(eng.X_dense, Wd_T, out=proj_rows)     # (R, n L, M)
+        block_row(np.matmul(eng.block_abs, Wb))         # += |x_i| @ Wb[r, i]
+        fw = forward_from_projections(proj, layout)
+        margin = y * fw.f                               # (R, n)
+        if not np.isfinite(np.add.reduce(margin, axis=None)):
+            _check_finite(t, margin, problem)
+        lprime = loss_derivative(margin)                # (R, n)
+        if not lprime.all():
+            newly = (lprime == 0.0) & (underflow_step < 0)
             underflow_step[newly] = t
         if k < rec_steps.size and rec_steps[k] == t:
-            row = {"wall_time": time.perf_counter() - start, "train_loss": lg.loss,
-                   "train_error": (lg.margin <= 0).mean(-1), "margin": lg.margin,
-                   "lprime": lg.lprime, **theory_quantities(W, lg.forward, problem),
-                   **held_out_metrics(W, problem)}
+            row = {"wall_time": time.perf_counter() - start,
+                   "train_loss": logistic_loss(margin).mean(-1),
+                   "train_error": (margin <= 0).mean(-1), "margin": margin,
+                   "lprime": lprime, **recorder.record(Wb, Wd, W, fw)}
+            if not np.isfinite(row["test_margin_mean"]).all():
+                raise NonFiniteError(f"non-finite test output at step {t}; lower eta or sigma_0")
             for name, value in row.items():
                 buf[name][k] = value
             k += 1
         if t == config.steps:
             break
-        P, state = optimizer.direction(lg.grad, state, t)
-        W -= config.eta * P
+        # backward: A = dL/d(W x), then dL/dW on the dense part and the blocks
+        dL_df = y * lprime                              # (R, n) dL/df = y l' / n
+        dL_df /= n
+        A = output_gradient_coefficients(fw, dL_df, layout)       # (R, n, L, M)
+        np.matmul(A.reshape(R, n * L, layout.M).transpose(0, 2, 1), eng.X_dense, out=Gd)
+        A_block = block_row(None, A)                    # (R, n, M) dL/d(block row proj)
+        if signgd and _blocks_factor(A_block, tiny_A):
+            np.sign(Gd, out=Gd)
+            Gd *= eta
+            Wd -= Gd
+            sA = np.sign(A_block)                       # (R, n, M)
+            sA *= eta
+            Wb_slots -= sA[:, None, :, :]               # (R, B, n, M) storage of Wb
+        else:
+            np.multiply(eng.block_abs_t, A_block[:, :, None, :], out=Gb)
+            P, state = optimizer.direction(_joined(Gb, Gd), state, t)
+            P = eta * P                                 # (R, 1, K)
+            Wb -= P[:, 0, :nb].reshape(Wb.shape)
+            Wd -= P[:, 0, nb:].reshape(Wd.shape)
         bar.update(t + 1)
     bar.close()
+    _store_weights(Wb, Wd, eng, W)
     arrays = {"step": rec_steps, **buf, **per_run_arrays(problem), "underflow_step": underflow_step}
     return TrainingResult(History(config, arrays), W, problem)

@@ -1,0 +1,128 @@
+"""The inner products the theory reasons about (``SETTING.md`` section 4), read from a
+recorded history, for one run or a batch of runs.
+
+Dimension names are those of :mod:`simulator.config`: ``T`` recorded steps, ``R`` runs,
+``n`` samples, ``m_k`` query/key neurons. Everything here is a pure function of the
+recorded arrays and the config; nothing reaches into the simulator's internals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator import History
+
+
+@dataclass(frozen=True)
+class Quantities:
+    """Section-4 quantities of a batch of runs.
+
+    Attributes
+    ----------
+    step : (T,) int
+        Training step of each record (state before the update of that step).
+    Vs : (T, R)
+        Mean value signal ``<vbar, mu>``.
+    Vn : (T, R, n)
+        Mean value noise ``<vbar, y_i xi_i>``.
+    Qs, Ks : (T, R, m_k)
+        Query / key signal ``<w_{Q,s}, mu>``, ``<w_{K,s}, mu>``.
+    Qn, Kn : (T, R, m_k, n)
+        Query / key noise ``<w_{Q,s}, y_i xi_i>``, ``<w_{K,s}, y_i xi_i>``.
+    s11, s12, s21, s22 : (T, R, n)
+        Softmax outputs ``s_{i,lk}`` (patch 1 = signal, patch 2 = noise).
+    lprime : (T, R, n)
+        Loss derivatives ``l'_i = -1 / (1 + exp(y_i f(X_i)))``.
+    xi_l1 : (R, n)
+        ``||xi_i||_1``.
+    clean : (R, n) bool
+        Sample satisfies the laws' data assumptions: observed label equals the
+        signal's label and the signal sits in patch 1.
+    shared : (R, n) int
+        Noise coordinates sample ``i`` shares with another training sample.
+    eta, mu_norm : float
+        Learning rate and ``||mu||``.
+    """
+
+    step: np.ndarray
+    Vs: np.ndarray
+    Vn: np.ndarray
+    Qs: np.ndarray
+    Ks: np.ndarray
+    Qn: np.ndarray
+    Kn: np.ndarray
+    s11: np.ndarray
+    s12: np.ndarray
+    s21: np.ndarray
+    s22: np.ndarray
+    lprime: np.ndarray
+    xi_l1: np.ndarray
+    clean: np.ndarray
+    shared: np.ndarray
+    eta: float
+    mu_norm: float
+
+    @property
+    def R(self) -> int:
+        return self.Vs.shape[1]
+
+    @property
+    def value_gap(self) -> np.ndarray:
+        """``Vn_i - Vs``, shape (T, R, n); its sign drives laws 3-6."""
+        return self.Vn - self.Vs[..., None]
+
+    @property
+    def noise_step(self) -> np.ndarray:
+        """One SignGD step of a noise inner product, ``eta ||xi_i||_1``, shape (R, n)."""
+        return self.eta * self.xi_l1
+
+    @property
+    def signal_step(self) -> float:
+        """One SignGD step of a signal inner product, ``eta ||mu||``."""
+        return self.eta * self.mu_norm
+
+    @property
+    def key_drive(self) -> np.ndarray:
+        """``s_i11 s_i12 Qs_s + s_i21 s_i22 Qn_si``, shape (T, R, m_k, n): the factor
+        whose sign law 4 gives key noise (and, summed, law 6 the key signal)."""
+        a = (self.s11 * self.s12)[:, :, None, :] * self.Qs[..., None]
+        b = (self.s21 * self.s22)[:, :, None, :] * self.Qn
+        return a + b
+
+    def scores(self, k: int | slice = slice(None)) -> np.ndarray:
+        """Attention scores ``z_{i,lk}`` (T, R, n, 2, 2) from section 9 (disjoint supports):
+        ``z_11 = sum_s Qs Ks``, ``z_12 = sum_s Qs Kn_si``, ``z_21 = sum_s Qn_si Ks``,
+        ``z_22 = sum_s Qn_si Kn_si``. ``k`` selects records (an int keeps a length-1 T axis)."""
+        sel = slice(k, k + 1) if isinstance(k, (int, np.integer)) and k != -1 else \
+            (slice(-1, None) if k == -1 else k)
+        Qs, Ks, Qn, Kn = self.Qs[sel], self.Ks[sel], self.Qn[sel], self.Kn[sel]
+        z11 = np.broadcast_to((Qs * Ks).sum(-1)[..., None], Qn.shape[:2] + Qn.shape[-1:])
+        z12 = np.einsum("trs,trsi->tri", Qs, Kn)
+        z21 = np.einsum("trsi,trs->tri", Qn, Ks)
+        z22 = np.einsum("trsi,trsi->tri", Qn, Kn)
+        return np.stack([np.stack([z11, z12], -1), np.stack([z21, z22], -1)], -2)
+
+
+def recorded(history: History, name: str, default) -> np.ndarray:
+    """``history[name]``, or ``default`` when the engine did not record it."""
+    return history[name] if name in history else np.asarray(default)
+
+
+def quantities(history: History) -> Quantities:
+    """The section-4 quantities of every run recorded in ``history``."""
+    S = history["softmax"]                                      # (T, R, n, 2, 2)
+    y = history["y"]                                             # (R, n)
+    # per-run arrays an engine may not record fall back to the theory's assumptions
+    y_clean = recorded(history, "y_clean", y)
+    position = recorded(history, "signal_position", np.zeros(y.shape, dtype=np.int64))
+    shared = recorded(history, "shared_coordinates", np.zeros(y.shape, dtype=np.int64))
+    clean = (y == y_clean) & (position == 0)
+    cfg = history.config
+    return Quantities(
+        step=np.asarray(history["step"]), Vs=history["Vs"], Vn=history["Vn"],
+        Qs=history["Qs"], Ks=history["Ks"], Qn=history["Qn"], Kn=history["Kn"],
+        s11=S[..., 0, 0], s12=S[..., 0, 1], s21=S[..., 1, 0], s22=S[..., 1, 1],
+        lprime=history["lprime"], xi_l1=history["xi_l1"], clean=clean,
+        shared=shared, eta=float(cfg.eta), mu_norm=float(cfg.mu_norm))

@@ -1,0 +1,125 @@
+"""Benchmark of the reduced engine (simulator/reduced.py) against the full engine.
+
+    python examples/benchmark_reduced.py            # both parts, about 2-3 minutes on 2 cores
+    python examples/benchmark_reduced.py --part step
+    python examples/benchmark_reduced.py --part batch --seeds 10000 --workers 2
+
+Part ``step``: per-step time of one run at ``n = 16, s = 20, m_k = m_v = 10``
+(SignGD, ``d = 10^6``), without recording (``record_every = steps``: the cost of
+a step alone) and with the default recording of every step. Wall time and CPU time
+of the process are both printed: on a shared machine CPU time is the fairer
+comparison.
+
+Part ``batch``: ``--seeds`` runs (default 10,000) of the default config on the
+reduced engine, data-free (``reduced_init='distribution'``: with ``d = 2 * 10^4``
+about 47% of the default config's seeds share a training coordinate, which the
+data-drawn start refuses), recorded every 1000 steps (a history of every step of
+10,000 runs would be 50 GB). The seeds are split into ``--workers`` contiguous
+ranges, each trained in its own process; run ``r`` uses seed ``r`` whatever the
+split, so the merged history is the same as one batch of all seeds.
+
+A correct run prints two blocks like (numbers from the machine in docs/reduced.md)::
+
+    per-step time, n=16 s=20 m_k=m_v=10, 1 run (SignGD)
+      record_every=steps  full  ... us/step  reduced ... us/step  ratio ...
+    ...
+    10000 seeds x 4000 steps of the default config (reduced, 2 workers): wall ... s
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+from simulator import SimulationConfig, train
+from simulator.history import PER_RUN, History
+from simulator.reduced import ReducedTestWarning, train_reduced
+
+
+def _timed(fn, config):
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn(config)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _reduced(config):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReducedTestWarning)
+        return train_reduced(config)
+
+
+def per_step(steps: int) -> None:
+    base = SimulationConfig(n=16, s=20, m_k=10, m_v=10, d=10**6, steps=steps)
+    print(f"per-step time, n=16 s=20 m_k=m_v=10, 1 run (SignGD), {steps} steps")
+    for record_every in (steps, 1):
+        config = base.replace(record_every=record_every)
+        full = _timed(train, config)
+        red = _timed(_reduced, config.replace(engine="reduced"))
+        label = "record_every=steps" if record_every == steps else "record_every=1    "
+        print(f"  {label}  full {1e6 * full[0] / steps:7.0f} us/step (cpu {1e6 * full[1] / steps:6.0f})"
+              f"   reduced {1e6 * red[0] / steps:6.0f} us/step (cpu {1e6 * red[1] / steps:5.0f})"
+              f"   ratio wall {full[0] / red[0]:5.1f}  cpu {full[1] / red[1]:5.1f}")
+
+
+def _train_range(args):
+    config, seed, n_seeds = args
+    return _reduced(config.replace(seed=seed, n_seeds=n_seeds)).history.arrays
+
+
+def merge(config: SimulationConfig, parts: list[dict]) -> History:
+    """One history from histories of contiguous seed ranges (run axis concatenated)."""
+    arrays = {}
+    for name in parts[0]:
+        if name in ("step",):
+            arrays[name] = parts[0][name]
+        elif name == "wall_time":
+            arrays[name] = np.max([p[name] for p in parts], axis=0)
+        elif name in PER_RUN:
+            arrays[name] = np.concatenate([p[name] for p in parts], axis=0)
+        else:
+            arrays[name] = np.concatenate([p[name] for p in parts], axis=1)
+    return History(config, arrays)
+
+
+def batch(n_seeds: int, workers: int) -> History:
+    config = SimulationConfig(engine="reduced", reduced_init="distribution",
+                              n_seeds=n_seeds, record_every=1000)
+    bounds = np.linspace(0, n_seeds, workers + 1).astype(int)
+    jobs = [(config, config.seed + int(a), int(b - a)) for a, b in zip(bounds[:-1], bounds[1:])]
+    start = time.perf_counter()
+    if workers == 1:
+        parts = [_train_range(jobs[0])]
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(_train_range, jobs))
+    wall = time.perf_counter() - start
+    history = merge(config, parts)
+    loss, test_loss, err = (history[k][-1] for k in ("train_loss", "test_loss", "test_error"))
+    print(f"{n_seeds} seeds x {config.steps} steps of the default config "
+          f"(reduced, {workers} worker(s)): wall {wall:.1f} s")
+    print(f"  final train loss median {np.median(loss):.2e}, test loss mean {test_loss.mean():.4f}, "
+          f"test error mean {err.mean():.3f}")
+    return history
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=("step", "batch", "all"), default="all")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--seeds", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    if args.part in ("step", "all"):
+        per_step(args.steps)
+    if args.part in ("batch", "all"):
+        batch(args.seeds, args.workers)
+
+
+if __name__ == "__main__":
+    main()

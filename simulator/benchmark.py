@@ -1,0 +1,280 @@
+"""Benchmarks of the full engine: ``python -m simulator bench [--steps N] [--torch]``.
+
+One run prints four tables (float64 throughout, best of several timings, so the
+figures are from the same machine at the same time and the ratios are what count):
+
+1. SignGD per-step time and peak memory for ``n = 16, s = 20, m_k = m_v = 10`` and
+   ``d`` in {2*10^3, 2*10^4, 2*10^5, 10^6}, with the time of ``steps`` steps.
+   Memory is measured in a fresh subprocess per size, in two ways: the peak of the
+   NumPy allocations (``tracemalloc``; NumPy reports its buffers to it) while the
+   problem is built and trained, and the peak resident set size of the whole
+   process (``resource.getrusage``, which includes the interpreter and the
+   libraries).
+2. With ``--torch``: the PyTorch autograd peer (:func:`torch_peer_step`), dense
+   ``d``-dimensional inputs and weights, the same data and initial weights, checked
+   against this simulator on the first steps before it is timed; per-step time,
+   peak RSS (its own subprocess) and the ratio. PyTorch is the optional ``bench``
+   extra (``pip install ".[bench]"``); without it the table says so.
+3. 64 seeds advanced as one vectorized batch against 64 runs one after another.
+4. The cost of recording: the built-in main job with ``record_every = 1`` against
+   recording only the first and last steps.
+
+Targets (issues 2 and 6) are printed next to the figures with ``met`` / ``NOT met``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from .config import SimulationConfig
+from .problem import build_problem
+from .training import train
+
+SIZES = (2_000, 20_000, 200_000, 1_000_000)
+BENCH = dict(n=16, s=20, m_k=10, m_v=10, n_test=500)
+TORCH_CHECK_STEPS = 3        # steps compared between the simulator and the peer
+PEER_STEPS = {2_000: 20, 20_000: 10, 200_000: 3, 1_000_000: 2}   # timed peer steps
+
+
+def bench_config(d: int, steps: int, **changes) -> SimulationConfig:
+    """The benchmark's SignGD config at dimension ``d`` (records first and last step only)."""
+    return SimulationConfig(d=d, steps=steps, record_every=max(steps, 1), **{**BENCH, **changes})
+
+
+def time_train(config: SimulationConfig, repeats: int = 3) -> float:
+    """Best-of-``repeats`` seconds per step of :func:`train` on a prebuilt problem
+    (set-up and the two records are removed by subtracting a 0-step run)."""
+    problem = build_problem(config)
+    zero = config.replace(steps=0, record_every=1)
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        train(zero, problem=problem)
+        t1 = time.perf_counter()
+        train(config, problem=problem)
+        t2 = time.perf_counter()
+        best = min(best, ((t2 - t1) - (t1 - t0)) / max(config.steps, 1))
+    return best
+
+
+# ---------------------------------------------------------------------------
+# the PyTorch autograd peer
+# ---------------------------------------------------------------------------
+
+def dense_inputs(problem, r: int = 0) -> np.ndarray:
+    """Training inputs of run ``r`` as dense ``(n, L, d)`` arrays."""
+    d = problem.config.d
+    X = np.zeros(problem.X.shape[1:3] + (d,))
+    cols = problem.coords[r]
+    real = cols < d
+    X[:, :, cols[real]] = problem.X[r][:, :, real]
+    return X
+
+
+def torch_peer(problem, r: int = 0):
+    """A straightforward PyTorch model of ``SETTING.md`` section 2 on dense inputs.
+
+    Returns ``(params, step)``: the four weight matrices (``W_Q, W_K``: m_k x d;
+    ``W_V+, W_V-``: m_v x d; initialized with the simulator's initial weights over
+    all ``d`` coordinates) and ``step()``, one SignGD step that returns the loss
+    before the step. Gradients come from ``loss.backward()``.
+    """
+    import torch  # noqa: PLC0415  (optional 'bench' extra)
+    from .initialization import initial_weights  # noqa: PLC0415
+
+    cfg = problem.config
+    X = torch.from_numpy(dense_inputs(problem, r))                         # (n, L, d)
+    y = torch.from_numpy(problem.y[r])                                      # (n,)
+    W0 = initial_weights(int(problem.seeds[r]), cfg.n_weight_rows, np.arange(cfg.d), cfg.sigma_0)
+    lay = problem.layout
+    params = [torch.tensor(W0[sl], requires_grad=True) for sl in (lay.Q, lay.K, lay.Vp, lay.Vm)]
+    del W0
+    W_Q, W_K, W_Vp, W_Vm = params
+
+    def step() -> float:
+        q, k = X @ W_Q.T, X @ W_K.T                                         # (n, L, m_k)
+        S = torch.softmax(q @ k.transpose(1, 2), dim=-1)                    # (n, L, L)
+        u = (X @ W_Vp.T).mean(-1) - (X @ W_Vm.T).mean(-1)                   # (n, L)
+        f = (S @ u.unsqueeze(-1)).sum(dim=(1, 2))                           # (n,)
+        loss = torch.nn.functional.softplus(-y * f).mean()
+        for p in params:
+            p.grad = None
+        loss.backward()
+        with torch.no_grad():
+            for p in params:
+                p -= cfg.eta * torch.sign(p.grad)
+        return float(loss)
+
+    return params, step
+
+
+def _peer_child(d: int, timed_steps: int) -> dict:
+    """In a subprocess: check the peer against the simulator, then time it."""
+    import resource  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    config = bench_config(d, TORCH_CHECK_STEPS, n_test=1).replace(record_every=1)
+    problem = build_problem(config)
+    ours = train(config, problem=problem)
+    params, step = torch_peer(problem)
+    losses = [step() for _ in range(TORCH_CHECK_STEPS)]
+    W = torch.cat([p.detach() for p in params]).numpy()                     # (M, d)
+    cols = problem.coords[0][problem.coords[0] < d]
+    loss_err = float(np.max(np.abs(np.array(losses) - ours.history["train_loss"][:-1, 0])))
+    w_err = float(np.max(np.abs(W[:, cols] - ours.W[0][:, :cols.size])))
+    times = []
+    for _ in range(timed_steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return {"loss_err": loss_err, "w_err": w_err, "step": min(times), "threads": torch.get_num_threads(),
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _memory_child(d: int, steps: int, trace: bool) -> dict:
+    """In a subprocess: build and train the benchmark config at ``d`` for ``steps``
+    steps. ``trace``: peak NumPy allocations (tracemalloc) while building and while
+    training; otherwise the peak RSS of the process (tracemalloc would inflate it)."""
+    import resource  # noqa: PLC0415
+    import tracemalloc  # noqa: PLC0415
+
+    config = bench_config(d, steps)
+    if not trace:
+        train(config, problem=build_problem(config))
+        return {"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    tracemalloc.start()
+    problem = build_problem(config)
+    _, build_peak = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    train(config, problem=problem)
+    _, train_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"build_mb": build_peak / 2**20, "train_mb": train_peak / 2**20}
+
+
+def _in_subprocess(func: str, **kwargs) -> dict:
+    code = (f"import json; from simulator.benchmark import {func}; "
+            f"print('RESULT' + json.dumps({func}(**json.loads({json.dumps(json.dumps(kwargs))}))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=os.environ.copy())
+    if out.returncode != 0:
+        raise RuntimeError(f"{func}({kwargs}) failed:\n{out.stderr[-2000:]}")
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")][-1]
+    return json.loads(line[len("RESULT"):])
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------
+# the report
+# ---------------------------------------------------------------------------
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def main(*, steps: int = 1000, with_torch: bool = False) -> int:
+    """Run every benchmark and print the tables (returns the exit status)."""
+    print(f"signgd-transformer-sim benchmark: float64, {os.cpu_count()} CPU(s), "
+          f"numpy {np.__version__}; n={BENCH['n']}, s={BENCH['s']}, "
+          f"m_k=m_v={BENCH['m_k']}, n_test={BENCH['n_test']}; best of several timings")
+    have_torch = torch_available()
+    if with_torch and not have_torch:
+        print("PyTorch is not installed: the autograd peer is skipped. "
+              "Install the 'bench' extra: pip install \".[bench]\"  (torch==2.13.0)")
+    elif not with_torch:
+        print("(the PyTorch autograd peer runs with --torch)")
+    peer = with_torch and have_torch
+
+    # 1 + 2: per-step time, memory, peer
+    print()
+    print("1. SignGD per step (memory: tracemalloc peak of NumPy allocations while building "
+          "and while training; RSS = peak resident set of a fresh subprocess per size)")
+    head = (f"{'d':>9} {'sim ms/step':>12} {f'{steps} steps s':>14} {'build MiB':>10} "
+            f"{'train MiB':>10} {'RSS MiB':>8}")
+    if peer:
+        head += f" {'torch ms/step':>14} {'torch RSS MiB':>14} {'ratio':>8} {'check':>18}"
+    print(head)
+    results = {}
+    for d in SIZES:
+        per_step = time_train(bench_config(d, steps))
+        mem = {**_in_subprocess("_memory_child", d=d, steps=steps, trace=True),
+               **_in_subprocess("_memory_child", d=d, steps=steps, trace=False)}
+        row = (f"{d:>9} {per_step * 1e3:>12.4f} {per_step * steps:>14.3f} {mem['build_mb']:>10.1f} "
+               f"{mem['train_mb']:>10.2f} {mem['rss_mb']:>8.0f}")
+        res = {"step": per_step, **mem}
+        if peer:
+            p = _in_subprocess("_peer_child", d=d, timed_steps=PEER_STEPS[d])
+            ok = p["loss_err"] < 1e-10 and p["w_err"] < 1e-10
+            res.update(torch_step=p["step"], torch_rss=p["rss_mb"], ratio=p["step"] / per_step,
+                       agree=ok)
+            row += (f" {p['step'] * 1e3:>14.2f} {p['rss_mb']:>14.0f} {p['step'] / per_step:>7.0f}x"
+                    f" {'ok' if ok else 'MISMATCH'} {max(p['loss_err'], p['w_err']):>7.1e}")
+        print(row, flush=True)
+        results[d] = res
+    if peer:
+        print(f"   check: losses of the first {TORCH_CHECK_STEPS} steps and the weights after "
+              f"them on the trained coordinates, max abs difference (must be < 1e-10); "
+              f"torch threads: {torch_threads()}")
+
+    # 3: batching
+    print()
+    R = 64
+    cfg = bench_config(20_000, min(steps, 200))
+    batched = time_train(cfg.replace(n_seeds=R), repeats=2)
+    sequential = np.inf
+    for _ in range(2):
+        total = sum(time_train(cfg.replace(seed=r), repeats=1) for r in range(R))
+        sequential = min(sequential, total)
+    print(f"3. {R} seeds at d = 2*10^4 ({cfg.steps} steps): one batch {batched * 1e3:.3f} ms/step, "
+          f"{R} runs one after another {sequential * 1e3:.3f} ms/step: "
+          f"batch {sequential / batched:.1f}x faster")
+
+    # 4: recording
+    print()
+    main_job = SimulationConfig(steps=min(steps, 1000))
+    rec = time_train(main_job)
+    plain = time_train(main_job.replace(record_every=main_job.steps))
+    print(f"4. Recording (main job: d = 2*10^4, n = 8, n_test = 500, {main_job.steps} steps): "
+          f"record_every=1 {rec * 1e3:.3f} ms/step, no recording {plain * 1e3:.3f} ms/step: "
+          f"{(rec - plain) * 1e3:.3f} ms per record")
+
+    # targets
+    print()
+    print("Targets")
+    small, big = results[20_000], results[1_000_000]
+    t2 = big["step"] * 1000
+    print(f"  issue 2: d = 10^6, 1000 steps in < 5 s: {t2:.2f} s -> {_verdict(t2 < 5)}")
+    print(f"  issue 2: d = 10^6, peak memory < 300 MB: RSS {big['rss_mb']:.0f} MiB, NumPy peak "
+          f"{max(big['build_mb'], big['train_mb']):.1f} MiB -> {_verdict(big['rss_mb'] * 1.048576 < 300)}")
+    if peer:
+        print(f"  issue 6: d = 2*10^4 at least 50x faster than the peer: {small['ratio']:.0f}x -> "
+              f"{_verdict(small['ratio'] >= 50)}")
+        print(f"  issue 6: d = 10^6 at least 1000x faster than the peer: {big['ratio']:.0f}x -> "
+              f"{_verdict(big['ratio'] >= 1000)}")
+    else:
+        print("  issue 6: peer ratios need --torch and PyTorch")
+    print(f"  issue 6: d = 10^6 training memory no larger than at d = 2*10^4 (+ test set): "
+          f"{big['train_mb']:.2f} vs {small['train_mb']:.2f} MiB (NumPy, training) -> "
+          f"{_verdict(big['train_mb'] <= small['train_mb'] * 1.05 + 0.5)}")
+    print(f"  issue 6: {R} seeds batched at least 5x faster than sequential: "
+          f"{sequential / batched:.1f}x -> {_verdict(sequential / batched >= 5)}")
+    return 0
+
+
+def torch_threads() -> int:
+    import torch  # noqa: PLC0415
+    return torch.get_num_threads()
