@@ -183,6 +183,8 @@ def expand(base: SimulationConfig, grids: Iterable[Any] = (), *, seeds: int | No
     optimizers : list of str or OptimizerSpec, optional
         Default: the base config's optimizer (or an ``optimizer`` grid field).
     """
+    if isinstance(grids, dict):      # a single product given bare
+        grids = [grids]
     entries = [{}]
     for grid in grids:
         entries = [{**a, **b} for a in entries for b in _grid_entries(grid)]
@@ -459,7 +461,8 @@ def run_sweep(points: Sequence[Point], out: str | os.PathLike, *, workers: int |
     (out / POINTS_DIR).mkdir(parents=True, exist_ok=True)
     by_key = {p.key: p for p in points}
     todo = [p for p in points if not is_done(out, p, save_runs)]
-    result = SweepResult(out, [], skipped=[p.key for p in points if p.key not in {t.key for t in todo}])
+    todo_keys = {p.key for p in todo}
+    result = SweepResult(out, [], skipped=[p.key for p in points if p.key not in todo_keys])
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise SweepError(f"workers must be >= 1, got {workers}")

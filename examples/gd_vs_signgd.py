@@ -133,7 +133,8 @@ def cell_table(rows) -> dict:
 
 def plot_phase(cells, mus, ss, path):
     plt = pyplot()
-    fig, axes = plt.subplots(2, 3, figsize=(14, 8.2), constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(2, 3, figsize=(14, 8.6), squeeze=False)
+    fig.subplots_adjust(left=0.05, right=0.98, top=0.88, bottom=0.07, wspace=0.25, hspace=0.3)
     mu_edges = _edges(mus)
     s_edges = _edges(ss)
     mu_line = np.geomspace(mu_edges[0], mu_edges[-1], 100)
@@ -158,7 +159,8 @@ def plot_phase(cells, mus, ss, path):
                   xlabel=r"signal strength $\|\mu\|$", ylabel="noise sparsity s",
                   title=f"{opt}: {title} at train loss {TARGET}")
             fig.colorbar(mesh, ax=a, shrink=0.85)
-    axes[0, 0].legend(loc="lower right", fontsize=7, framealpha=0.8)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", ncol=2,
+               bbox_to_anchor=(0.5, 0.955), fontsize=9, facecolor="0.85")
     fig.suptitle(f"Claim 4: where each optimizer generalizes (n={N}, sigma_p={SIGMA_P:g}; "
                  "GD generalizes right of the dashed line, SignGD/Adam right of the red line)")
     return save_figure(fig, path)
@@ -166,7 +168,8 @@ def plot_phase(cells, mus, ss, path):
 
 def plot_snr(cells, mus, ss, path):
     plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4))
+    fig.subplots_adjust(left=0.05, right=0.98, top=0.92, bottom=0.14, wspace=0.3)
     x = np.array([[math.sqrt(gd_ratio(mu, s)) for mu in mus] for s in ss]).ravel()
     y = np.array([[sign_ratio(mu, s) for mu in mus] for s in ss]).ravel()
     for a, opt in zip(axes, OPTIMIZERS):

@@ -5,11 +5,11 @@ figures are from the same machine at the same time and the ratios are what count
 
 1. SignGD per-step time and peak memory for ``n = 16, s = 20, m_k = m_v = 10`` and
    ``d`` in {2*10^3, 2*10^4, 2*10^5, 10^6}, with the time of ``steps`` steps.
-   Memory is measured in a fresh subprocess per size, in two ways: the peak of the
+   Memory is measured in fresh subprocesses per size, in two ways: the peak of the
    NumPy allocations (``tracemalloc``; NumPy reports its buffers to it) while the
-   problem is built and trained, and the peak resident set size of the whole
-   process (``resource.getrusage``, which includes the interpreter and the
-   libraries).
+   problem is built and while it is trained, and the peak resident set size of a
+   process that builds and trains (:func:`peak_rss_mb`; it includes the interpreter
+   and the libraries, about 55 MiB, and is measured without tracemalloc).
 2. With ``--torch``: the PyTorch autograd peer (:func:`torch_peer_step`), dense
    ``d``-dimensional inputs and weights, the same data and initial weights, checked
    against this simulator on the first steps before it is timed; per-step time,
@@ -109,15 +109,13 @@ def torch_peer(problem, r: int = 0):
         with torch.no_grad():
             for p in params:
                 p -= cfg.eta * torch.sign(p.grad)
-        return float(loss)
+        return loss.item()
 
     return params, step
 
 
 def _peer_child(d: int, timed_steps: int) -> dict:
     """In a subprocess: check the peer against the simulator, then time it."""
-    import resource  # noqa: PLC0415
-
     import torch  # noqa: PLC0415
 
     config = bench_config(d, TORCH_CHECK_STEPS, n_test=1).replace(record_every=1)
@@ -135,20 +133,19 @@ def _peer_child(d: int, timed_steps: int) -> dict:
         step()
         times.append(time.perf_counter() - t0)
     return {"loss_err": loss_err, "w_err": w_err, "step": min(times), "threads": torch.get_num_threads(),
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "rss_mb": peak_rss_mb()}
 
 
 def _memory_child(d: int, steps: int, trace: bool) -> dict:
     """In a subprocess: build and train the benchmark config at ``d`` for ``steps``
     steps. ``trace``: peak NumPy allocations (tracemalloc) while building and while
     training; otherwise the peak RSS of the process (tracemalloc would inflate it)."""
-    import resource  # noqa: PLC0415
     import tracemalloc  # noqa: PLC0415
 
     config = bench_config(d, steps)
     if not trace:
         train(config, problem=build_problem(config))
-        return {"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        return {"rss_mb": peak_rss_mb()}
     tracemalloc.start()
     problem = build_problem(config)
     _, build_peak = tracemalloc.get_traced_memory()
@@ -157,6 +154,21 @@ def _memory_child(d: int, steps: int, trace: bool) -> dict:
     _, train_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {"build_mb": build_peak / 2**20, "train_mb": train_peak / 2**20}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB: ``VmHWM`` of ``/proc/self/status``
+    (Linux; unlike ``ru_maxrss`` it does not inherit the parent's peak across
+    ``fork`` + ``exec``), else ``resource.getrusage``."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource  # noqa: PLC0415
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _in_subprocess(func: str, **kwargs) -> dict:
@@ -201,8 +213,9 @@ def main(*, steps: int = 1000, with_torch: bool = False) -> int:
 
     # 1 + 2: per-step time, memory, peer
     print()
-    print("1. SignGD per step (memory: tracemalloc peak of NumPy allocations while building "
-          "and while training; RSS = peak resident set of a fresh subprocess per size)")
+    print("1. SignGD per step. Memory: peak of the NumPy allocations (tracemalloc) while "
+          "building the problem and while training; RSS = peak resident set (VmHWM) of a "
+          "fresh subprocess per size that builds and trains")
     head = (f"{'d':>9} {'sim ms/step':>12} {f'{steps} steps s':>14} {'build MiB':>10} "
             f"{'train MiB':>10} {'RSS MiB':>8}")
     if peer:
@@ -220,7 +233,7 @@ def main(*, steps: int = 1000, with_torch: bool = False) -> int:
             p = _in_subprocess("_peer_child", d=d, timed_steps=PEER_STEPS[d])
             ok = p["loss_err"] < 1e-10 and p["w_err"] < 1e-10
             res.update(torch_step=p["step"], torch_rss=p["rss_mb"], ratio=p["step"] / per_step,
-                       agree=ok)
+                       agree=ok, torch_threads=p["threads"])
             row += (f" {p['step'] * 1e3:>14.2f} {p['rss_mb']:>14.0f} {p['step'] / per_step:>7.0f}x"
                     f" {'ok' if ok else 'MISMATCH'} {max(p['loss_err'], p['w_err']):>7.1e}")
         print(row, flush=True)
@@ -228,17 +241,15 @@ def main(*, steps: int = 1000, with_torch: bool = False) -> int:
     if peer:
         print(f"   check: losses of the first {TORCH_CHECK_STEPS} steps and the weights after "
               f"them on the trained coordinates, max abs difference (must be < 1e-10); "
-              f"torch threads: {torch_threads()}")
+              f"torch: best of its default thread count and 1 thread (threads used: "
+              f"{', '.join(str(results[d]['torch_threads']) for d in SIZES)})")
 
     # 3: batching
     print()
     R = 64
     cfg = bench_config(20_000, min(steps, 200))
     batched = time_train(cfg.replace(n_seeds=R), repeats=2)
-    sequential = np.inf
-    for _ in range(2):
-        total = sum(time_train(cfg.replace(seed=r), repeats=1) for r in range(R))
-        sequential = min(sequential, total)
+    sequential = sum(time_train(cfg.replace(seed=r), repeats=2) for r in range(R))
     print(f"3. {R} seeds at d = 2*10^4 ({cfg.steps} steps): one batch {batched * 1e3:.3f} ms/step, "
           f"{R} runs one after another {sequential * 1e3:.3f} ms/step: "
           f"batch {sequential / batched:.1f}x faster")
@@ -274,7 +285,3 @@ def main(*, steps: int = 1000, with_torch: bool = False) -> int:
           f"{sequential / batched:.1f}x -> {_verdict(sequential / batched >= 5)}")
     return 0
 
-
-def torch_threads() -> int:
-    import torch  # noqa: PLC0415
-    return torch.get_num_threads()

@@ -11,6 +11,7 @@ import argparse
 import hashlib
 import sys
 import time
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -102,10 +103,8 @@ def command_run(args: argparse.Namespace) -> int:
     print(_summary(history, seconds))
     print(f"saved {out}/config.json, history.npz, training.png")
     if not args.no_report:
-        try:
-            from analysis.report import write_report  # noqa: PLC0415  (optional layer)
-        except ImportError:
-            return 0
+        from analysis.report import write_report  # the analysis layer ships in the same package
+
         print(write_report(out))
     return 0
 
@@ -115,8 +114,18 @@ def command_bench(args: argparse.Namespace) -> int:
     return bench_main(steps=args.steps, with_torch=args.torch)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"python -m simulator: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        return _main(parser, argv)
+
+
+def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command is None:

@@ -117,9 +117,10 @@ class DigitsData:
         return self.s if self.noise == "sparse" else self.noise_dim
 
     def replace(self, **changes: Any) -> "DigitsData":
-        """A copy with some fields changed (validated again)."""
-        if "noise" in changes and "noise_dim" not in changes:
-            changes["noise_dim"] = None      # re-resolve the default for the new kind
+        """A copy with some fields changed (validated again). Changing ``noise``
+        without giving ``noise_dim`` resets ``noise_dim`` to the new kind's default."""
+        if changes.get("noise", self.noise) != self.noise and "noise_dim" not in changes:
+            changes["noise_dim"] = None      # the default noise_dim of the new kind
         return dataclasses.replace(self, **changes)
 
 

@@ -59,6 +59,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import expit
 
+
 class Attention(NamedTuple):
     """Forward pass of the reduced state (run axis last)."""
 

@@ -250,12 +250,12 @@ def _store_weights(Wb: np.ndarray, Wd: np.ndarray, eng: EngineLayout, W: np.ndar
     W[r[0], :, eng.dense_cols[r]] = Wd.transpose(0, 2, 1)[r]
 
 
-def _block_row_view(eng: EngineLayout, proj: np.ndarray):
+def _block_row_view(block_row: np.ndarray, proj: np.ndarray):
     """``f(add, A)``: adds ``add`` (R, n, 1, M) to each sample's block-row projection
     in ``proj`` and/or returns the block rows of ``A`` (R, n, L, M) as (R, n, M)."""
-    R, n = eng.block_row.shape
-    if (eng.block_row == eng.block_row.flat[0]).all():      # the usual case: one patch
-        l = int(eng.block_row.flat[0])
+    R, n = block_row.shape
+    if (block_row == block_row.flat[0]).all():              # the usual case: one patch
+        l = int(block_row.flat[0])
         rows = proj[:, :, l, :]
 
         def view(add, A=None):
@@ -263,13 +263,75 @@ def _block_row_view(eng: EngineLayout, proj: np.ndarray):
                 np.add(rows, add[:, :, 0, :], out=rows)
             return None if A is None else A[:, :, l, :]
     else:                                                   # signal_position='random'
-        idx = (np.arange(R * n) * L + eng.block_row.ravel())
+        idx = (np.arange(R * n) * L + block_row.ravel())
 
         def view(add, A=None):
             if add is not None:
                 proj.reshape(R * n * L, -1)[idx] += add.reshape(R * n, -1)
             return None if A is None else A.reshape(R * n * L, -1)[idx].reshape(R, n, -1)
     return view
+
+
+class _Part:
+    """Runs ``sl`` of a batch (all of it in :func:`train`): the forward pass and the
+    SignGD step on views of the engine's arrays. ``advance(step)`` takes the step of the last forward pass (if
+    ``step``), then the forward pass of the new weights; margins and ``l'`` go to the
+    batch's arrays."""
+
+    def __init__(self, sl, problem, eng, Wb, Wd, Gb, Gd, proj, margin, lprime, eta):
+        self.layout, self.eta, self.n = problem.layout, eta, problem.y.shape[1]
+        self.y, self.margin, self.lprime = problem.y[sl], margin[sl], lprime[sl]
+        self.X_dense, self.block_abs, self.block_abs_t = (
+            eng.X_dense[sl], eng.block_abs[sl], eng.block_abs_t[sl])
+        self.Wb, self.Wd, self.Gb, self.Gd = Wb[sl], Wd[sl], Gb[sl], Gd[sl]
+        self.Wb_slots = self.Wb.transpose(0, 2, 1, 3)   # (r, B, n, M), contiguous
+        self.Wd_T = self.Wd.transpose(0, 2, 1)          # (r, Dd, M)
+        self.proj = proj[sl]                            # (r, n, L, M)
+        r = self.proj.shape[0]
+        self.proj_rows = self.proj.reshape(r, -1, self.proj.shape[-1])
+        self.block_row = _block_row_view(eng.block_row[sl], self.proj)
+        # SignGD on a block is Wb <- Wb - eta sign(A_i) (EngineLayout) unless |x A_i|
+        # underflows to 0 for a non-zero A_i; below this |A_i| the step is taken the long way
+        self.tiny_A = 2.0 ** -1072 / eng.block_abs_min
+        self.fw = None
+
+    def forward(self) -> None:
+        """proj = W x (dense part, then each sample's block row), margins, l'."""
+        np.matmul(self.X_dense, self.Wd_T, out=self.proj_rows)   # (r, n L, M)
+        self.block_row(np.matmul(self.block_abs, self.Wb))      # += |x_i| @ Wb[r, i]
+        self.fw = forward_from_projections(self.proj, self.layout)
+        np.multiply(self.y, self.fw.f, out=self.margin)          # (r, n)
+        self.lprime[...] = loss_derivative(self.margin)
+
+    def gradient(self) -> np.ndarray:
+        """dL/dW of the last forward pass on the dense part (into Gd); returns
+        ``A_block`` (r, n, M), the gradient with respect to each block row's
+        projection (``dL/dWb[r, i, j] = |x_ij| A_block[r, i]``)."""
+        dL_df = self.y * self.lprime                    # (r, n) dL/df = y l' / n
+        dL_df /= self.n
+        A = output_gradient_coefficients(self.fw, dL_df, self.layout)   # (r, n, L, M)
+        r = A.shape[0]
+        np.matmul(A.reshape(r, -1, A.shape[-1]).transpose(0, 2, 1), self.X_dense, out=self.Gd)
+        A_block = self.block_row(None, A)               # (r, n, M) dL/d(block row proj)
+        return A_block
+
+    def advance(self, step: bool) -> None:
+        if step:
+            A_block = self.gradient()
+            Gd = self.Gd
+            np.sign(Gd, out=Gd)
+            Gd *= self.eta
+            self.Wd -= Gd
+            if _blocks_factor(A_block, self.tiny_A):
+                sA = np.sign(A_block)                   # (r, n, M)
+                sA *= self.eta
+                self.Wb_slots -= sA[:, None, :, :]      # (r, B, n, M) storage of Wb
+            else:
+                Gb = np.multiply(self.block_abs_t, A_block[:, :, None, :], out=self.Gb)
+                np.sign(Gb, out=Gb)
+                Gb *= self.eta
+                self.Wb -= Gb
+        self.forward()
 
 
 def _blocks_factor(A_block: np.ndarray, tiny_A: float) -> bool:
@@ -322,19 +384,12 @@ def train(config: SimulationConfig, *, progress: bool = False,
     Wb, Wd = _engine_arrays(R, n, layout.M, eng)
     _load_weights(W, eng, Wb, Wd)
     Gb, Gd = _engine_arrays(R, n, layout.M, eng)
-    Wb_slots = Wb.transpose(0, 2, 1, 3)                 # (R, B, n, M), contiguous
     state = optimizer.init_state(_joined(Wb, Wd))
     nb = Wb.size // R
-    # SignGD on a block is Wb <- Wb - eta sign(A_i) (EngineLayout) unless |x A_i|
-    # underflows to 0 for a non-zero A_i; below this |A_i| the step is taken the long way
     signgd = isinstance(optimizer, SignGD)
-    tiny_A = 2.0 ** -1072 / eng.block_abs_min
     proj = np.empty((R, n, L, layout.M))
-    proj_rows = proj.reshape(R, n * L, layout.M)
-    block_row = _block_row_view(eng, proj)
-    X_dense_T = eng.X_dense.transpose(0, 2, 1)          # (R, Dd, n L)
-    Wd_T = Wd.transpose(0, 2, 1)                        # (R, Dd, M)
-    y = problem.y
+    margin, lprime = np.empty((R, n)), np.empty((R, n))
+    part = _Part(slice(None), problem, eng, Wb, Wd, Gb, Gd, proj, margin, lprime, config.eta)
     rec_steps = record_steps(config.steps, config.record_every)
     buf = _allocate(config, rec_steps.size)
     underflow_step = np.full(problem.y.shape, -1, dtype=np.int64)
@@ -342,14 +397,17 @@ def train(config: SimulationConfig, *, progress: bool = False,
     start = time.perf_counter()
     k = 0  # next record slot
     for t in range(config.steps + 1):
-        # forward: proj = W x (dense part, then each sample's block row)
-        np.matmul(eng.X_dense, Wd_T, out=proj_rows)     # (R, n L, M)
-        block_row(np.matmul(eng.block_abs, Wb))         # += |x_i| @ Wb[r, i]
-        fw = forward_from_projections(proj, layout)
-        margin = y * fw.f                               # (R, n)
+        # the step of t - 1 (no gradient after the last forward pass), then forward at t
+        if t > 0 and not signgd:
+            A_block = part.gradient()                   # (R, n, M)
+            np.multiply(eng.block_abs_t, A_block[:, :, None, :], out=Gb)
+            P, state = optimizer.direction(_joined(Gb, Gd), state, t - 1)
+            P = config.eta * P                          # (R, 1, K)
+            Wb -= P[:, 0, :nb].reshape(Wb.shape)
+            Wd -= P[:, 0, nb:].reshape(Wd.shape)
+        part.advance(signgd and t > 0)                  # margin, lprime of W_t
         if not np.isfinite(np.add.reduce(margin, axis=None)):
             _check_finite(t, margin, problem)
-        lprime = loss_derivative(margin)                # (R, n)
         if not lprime.all():
             newly = (lprime == 0.0) & (underflow_step < 0)
             underflow_step[newly] = t
@@ -357,34 +415,14 @@ def train(config: SimulationConfig, *, progress: bool = False,
             row = {"wall_time": time.perf_counter() - start,
                    "train_loss": logistic_loss(margin).mean(-1),
                    "train_error": (margin <= 0).mean(-1), "margin": margin,
-                   "lprime": lprime, **recorder.record(Wb, Wd, W, fw)}
+                   "lprime": lprime, **recorder.record(Wb, Wd, W, part.fw)}
             if not np.isfinite(row["test_margin_mean"]).all():
                 raise NonFiniteError(f"non-finite test output at step {t}; lower eta or sigma_0")
             for name, value in row.items():
                 buf[name][k] = value
             k += 1
-        if t == config.steps:
-            break
-        # backward: A = dL/d(W x), then dL/dW on the dense part and the blocks
-        dL_df = y * lprime                              # (R, n) dL/df = y l' / n
-        dL_df /= n
-        A = output_gradient_coefficients(fw, dL_df, layout)       # (R, n, L, M)
-        np.matmul(A.reshape(R, n * L, layout.M).transpose(0, 2, 1), eng.X_dense, out=Gd)
-        A_block = block_row(None, A)                    # (R, n, M) dL/d(block row proj)
-        if signgd and _blocks_factor(A_block, tiny_A):
-            np.sign(Gd, out=Gd)
-            Gd *= eta
-            Wd -= Gd
-            sA = np.sign(A_block)                       # (R, n, M)
-            sA *= eta
-            Wb_slots -= sA[:, None, :, :]               # (R, B, n, M) storage of Wb
-        else:
-            np.multiply(eng.block_abs_t, A_block[:, :, None, :], out=Gb)
-            P, state = optimizer.direction(_joined(Gb, Gd), state, t)
-            P = eta * P                                 # (R, 1, K)
-            Wb -= P[:, 0, :nb].reshape(Wb.shape)
-            Wd -= P[:, 0, nb:].reshape(Wd.shape)
-        bar.update(t + 1)
+        if t < config.steps:
+            bar.update(t + 1)
     bar.close()
     _store_weights(Wb, Wd, eng, W)
     arrays = {"step": rec_steps, **buf, **per_run_arrays(problem), "underflow_step": underflow_step}

@@ -223,6 +223,14 @@ def test_missing_extra_names_the_install_command(monkeypatch):
         build_digits_problem(data(), model())
 
 
+def test_noise_dim_defaults_follow_the_noise_kind():
+    assert DigitsData().noise_dim == 1_000_000 and DigitsData(noise="dense").noise_dim == 1_000
+    dense = DigitsData(noise="dense", noise_dim=300)
+    assert dense.replace(sigma_p=1.0).noise_dim == 300          # kept when the kind is kept
+    assert dense.replace(noise="sparse").noise_dim == 1_000_000  # reset with the kind
+    assert dense.d == PIXELS + 300
+
+
 def test_digits_config_describes_the_data():
     cfg = digits_config(data(n_train=40, n_test=60, sigma_p=0.3), model(optimizer="adam"))
     assert (cfg.d, cfg.n, cfg.n_test, cfg.s, cfg.sigma_p, cfg.noise, cfg.optimizer) == \

@@ -317,13 +317,16 @@ def test_cli_runs_the_reduced_engine_and_refuses_with_status_2(tmp_path):
     assert bad.stderr.count("\n") == 1 and "noise='dense'" in bad.stderr
 
 
-def test_sign_stable_stretches_equal_the_step_by_step_loop(monkeypatch):
+@pytest.mark.parametrize("changes", [dict(), dict(n_seeds=2, record_every=3, label_flip=0.2, seed=7)],
+                         ids=["default", "two-runs-flips-sparse-records"])
+def test_sign_stable_stretches_equal_the_step_by_step_loop(monkeypatch, changes):
     """The SignGD fast path for few runs (simulator.reduced._run_signgd_stretches)
-    against the plain loop, on the default config (Stages I-IV, 4000 steps, a few
-    hundred sign changes). Rounding differs (X - j Delta against j subtractions)."""
+    against the plain loop, on the default config (Stages I-III and the start of
+    IV, a few hundred sign changes). Rounding differs (X - j Delta against j
+    subtractions)."""
     import simulator.reduced as reduced
 
-    config = SimulationConfig(engine="reduced", steps=1500, n_test=50)
+    config = SimulationConfig(engine="reduced", steps=1500, n_test=50, **changes)
     fast = _reduced(config).history
     monkeypatch.setattr(reduced, "SPECULATE_MAX_RUNS", 0)
     plain = _reduced(config).history

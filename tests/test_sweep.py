@@ -6,7 +6,6 @@ takes well under a second per point.
 
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -79,6 +78,16 @@ def test_the_key_is_a_hash_of_the_full_config():
     b, = expand(BASE.replace(n_test=51), [{"mu_norm": [0.1]}])
     c, = expand(BASE, [{"mu_norm": [0.1]}], match_train_loss=0.1)
     assert len({a.key, b.key, c.key}) == 3
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({"bogus": [1]}, "grid: unknown config field 'bogus'"),
+    ({"mu_norm": []}, "grid field 'mu_norm' needs a non-empty list of values"),
+    ([{"s": 0}], r"point \(s=0\): s must be an integer between 1 and 399, got 0"),
+])
+def test_expand_names_the_bad_field(grid, message):
+    with pytest.raises(SweepError, match=message):
+        expand(BASE, [grid])
 
 
 def test_grid_values_are_typed_after_the_field():
@@ -256,3 +265,17 @@ def _saved_base(tmp_path):
     path = tmp_path.parent / f"{tmp_path.name}-base.json"
     BASE.save(path)
     return path
+
+
+def test_a_grid_file_lists_points(tmp_path, capsys):
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps([{"mu_norm": 0.1, "s": 3}, {"mu_norm": 2.0, "s": 7}]))
+    base = tmp_path / "base.json"
+    BASE.save(base)
+    assert main(["--base", str(base), "--grid-file", str(grid), "--out", str(tmp_path / "s"),
+                 "--workers", "1", "--quiet"]) == 0
+    rows = read_table(tmp_path / "s" / sweep.RESULTS_FILE)
+    assert [(r["mu_norm"], r["s"]) for r in rows] == [(0.1, 3), (2.0, 7)]
+    grid.write_text("{not json")
+    assert main(["--grid-file", str(grid), "--out", str(tmp_path / "t"), "--quiet"]) == 2
+    assert "--grid-file" in capsys.readouterr().err
