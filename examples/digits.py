@@ -10,7 +10,7 @@ on a different stage of training than GD.
 
 Prints a table of held-out accuracy and loss per optimizer and noise level, and the
 noise level at which each optimizer falls to chance; saves ``digits.png`` and
-``results.csv`` in ``--out``. Full run: about 2 minutes on 2 free cores (3.3 minutes
+``results.csv`` in ``--out``. Full run: about 2.5 minutes on 2 cores (3.1 minutes
 of CPU time); ``--quick`` (what the test suite runs): about 10 seconds.
 
     python examples/digits.py [--quick] [--out DIR] [--workers N]
@@ -18,6 +18,7 @@ of CPU time); ``--quick`` (what the test suite runs): about 10 seconds.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -38,7 +39,8 @@ import numpy as np  # noqa: E402
 
 from analysis.sweep import matched_metrics
 from simulator import SimulationConfig
-from simulator.digits import DigitsData, load_digit_images, train_digits
+from simulator.config import ConfigError
+from simulator.digits import DigitsData, DigitsUnavailableError, load_digit_images, train_digits
 from simulator.io import atomic_write_text
 
 OPTIMIZERS = {            # the same model and budget; GD needs a far larger step
@@ -58,13 +60,25 @@ QUICK = {"data": DigitsData(classes=(3, 8), n_train=40, n_test=100), "seeds": 2,
          "levels": {"sparse": [3.0], "dense": [0.3]}, "steps": 200}
 
 
+def one_blas_thread():
+    """A context with one BLAS thread even when numpy was loaded before this script
+    (as in the test suite): a step's small products run about 4x slower with two
+    threads on two busy cores. ``threadpoolctl`` comes with scikit-learn."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:                        # pragma: no cover - shipped with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def run_point(task):
     """One (optimizer, noise kind, level): its seeds as one batch. Returns table rows."""
     optimizer, kind, level, data, seeds, steps = task
     config = MODEL.replace(optimizer=optimizer, n_seeds=seeds, steps=steps, **OPTIMIZERS[optimizer])
     data = data.replace(noise=kind if level > 0 else "none", sigma_p=level)
     start = time.perf_counter()
-    history = train_digits(data, config).history
+    with one_blas_thread():
+        history = train_digits(data, config).history
     seconds = time.perf_counter() - start
     rows = []
     for r, m in enumerate(matched_metrics(history, TARGET_LOSS)):
@@ -217,4 +231,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except (DigitsUnavailableError, ConfigError) as exc:      # one line, no traceback
+        sys.exit(f"python examples/digits.py: error: {exc}")

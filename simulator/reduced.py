@@ -76,8 +76,9 @@ from .history import History
 from .initialization import initial_weights
 from .model import Layout, logistic_loss
 from .progress import Progress
-from .reduced_dynamics import attention, gradient, gradient_signs, loss_derivative
-from .reduced_optimizers import Magnitudes, make_reduced_optimizer
+from .reduced_dynamics import (attention, gradient, gradient_signs, loss_derivative,
+                               flat_state, signgd_direction, state_size)
+from .reduced_optimizers import Magnitudes, SignGD, make_reduced_optimizer
 
 #: Working memory per chunk of runs (state, temporaries, test inputs).
 CHUNK_BYTES = 48 * 2 ** 20
@@ -89,6 +90,8 @@ DISTRIBUTION_KEY = (DATA_STREAM, 1)
 #: (:func:`_run_signgd_stretches`); with more runs some sign changes at almost
 #: every step and the plain loop is faster.
 SPECULATE_MAX_RUNS = 2
+#: Longest sign-stable stretch evaluated in one pass.
+STRETCH_MAX = 256
 #: Expected fraction of test inputs touching trained coordinates above which a
 #: :class:`ReducedTestWarning` is issued.
 WARN_TEST_OVERLAP = 0.01
@@ -402,9 +405,10 @@ def train_reduced(config: SimulationConfig, *, progress: bool = False) -> Reduce
         optimizer = make_reduced_optimizer(config, batch.mag)
         clean = bool((c == 1.0).all())
         under = underflow_step[rs].T                  # (n, R_chunk) view
-        if optimizer.exact_signs and c.shape[-1] <= SPECULATE_MAX_RUNS and config.steps > 0:
-            _run_signgd_stretches(config, batch, clean, buf, rs, rec_steps, under,
-                                  lambda t: bar.update(ci * config.steps + t))
+        if isinstance(optimizer, SignGD):
+            _run_signgd(config, batch, clean, buf, rs, rec_steps, under,
+                        lambda t: bar.update(ci * config.steps + t),
+                        speculate=c.shape[-1] <= SPECULATE_MAX_RUNS)
         else:
             _run_steps(config, batch, optimizer, clean, buf, rs, rec_steps, under,
                        lambda t: bar.update(ci * config.steps + t))
@@ -468,81 +472,91 @@ def _run_steps(config, batch, optimizer, clean, buf, rs, rec_steps, under, on_st
         on_step(t + 1)
 
 
-def _run_signgd_stretches(config, batch, clean, buf, rs, rec_steps, under, on_step) -> None:
-    """SignGD in sign-stable stretches (exact; for a few runs at a time).
+def _run_signgd(config, batch, clean, buf, rs, rec_steps, under, on_step, *,
+                speculate: bool) -> None:
+    """SignGD on the flat state (:func:`~simulator.reduced_dynamics.signgd_direction`),
+    step by step or, with ``speculate``, in sign-stable stretches (exact).
 
     A SignGD step ``Delta_t`` is fixed by signs, which change at a few hundred of
     the 4000 steps of the default run. Given the state ``X_t`` and its step
     ``Delta_t``, the states ``X_{t+j} = X_t - j Delta_t`` for ``j = 1..K`` are
     evaluated in one vectorized pass (``K`` folded into the run axis) together with
-    their steps. If the first step that differs from ``Delta_t`` is at ``t + J``,
-    then ``X_{t+1} .. X_{t+J}`` are the true states (each step before them was
-    ``Delta_t``), they are recorded, and the loop continues from ``X_{t+J}`` with the
-    step already computed there. ``K`` doubles after a stretch without change and
-    shrinks after a short one. The result equals the step-by-step loop up to the
-    rounding of ``X_t - j Delta_t`` against ``j`` repeated subtractions.
+    their own steps: every candidate state is evaluated, none is extrapolated. If
+    the first step that differs from ``Delta_t`` is at ``t + J`` (``J = K`` if none
+    does), then ``X_{t+1} .. X_{t+J}`` are the true states (each step before them
+    was ``Delta_t``), they are checked and recorded, and the loop continues from
+    ``X_{t+J}`` with the step already computed there. ``K`` doubles after a stretch
+    without change (up to :data:`STRETCH_MAX`) and restarts from ``2 J`` after a
+    change. The result equals the step-by-step loop up to the rounding of
+    ``X_t - j Delta_t`` against ``j`` repeated subtractions.
     """
-    from .reduced_optimizers import SignGD
-
-    QKs, QKn, Vs, Vh, c = batch.QKs, batch.QKn, batch.Vs, batch.Vh, batch.c
+    m_k, n, steps = config.m_k, config.n, config.steps
+    c = batch.c
     R = c.shape[-1]
-    slot = {int(step): k for k, step in enumerate(rec_steps)}
-    optimizers = {}
-
-    def signgd(K):                                    # magnitudes repeated K times per run
-        if K not in optimizers:
-            mag = batch.mag
-            optimizers[K] = SignGD(config.eta, mag._replace(
-                l1=np.repeat(mag.l1, K, -1), l2sq=np.repeat(mag.l2sq, K, -1),
-                abs_xi=np.repeat(mag.abs_xi, K, -1)))
-        return optimizers[K]
-
+    size = state_size(m_k, n)
+    x = flat_state(np.empty((size, R)), m_k, n)      # [Qh, Kh, Qs, Ks, Vh, Vs]
+    x.QKn[...], x.QKs[...], x.Vh[...], x.Vs[...] = batch.QKn, batch.QKs, batch.Vh, batch.Vs
+    eta_l1, eta_mu = config.eta * batch.mag.l1, config.eta * config.mu_norm
+    d = flat_state(np.empty((size, R)), m_k, n)      # the step at x: X <- X - D
+    X, D = x.X, d.X
     start = time.perf_counter()
-    att = attention(QKs, QKn, Vs, Vh, c)
-    _check_margins(0, att.margin[..., None], under, batch)
-    if 0 in slot:
-        _record_state(buf, [slot[0]], rs, QKs[..., None], QKn[..., None], Vs[..., None],
-                      Vh[..., None], att.margin[..., None], att.S_sig[..., None],
-                      att.S_noise[..., None])
-    step = signgd(1).step(gradient_signs(att, QKs, QKn, Vs, Vh, c, clean=clean), None, 0)[0]
-    t, K = 0, 8
-    while t < config.steps:
-        K = min(K, config.steps - t)
-        j = np.arange(1.0, K + 1.0)
+    k = 0                                             # next record
 
-        def ahead(X, dX):                             # (..., R) -> (..., R * K): X - j dX
-            return (X[..., None] - dX[..., None] * j).reshape(X.shape[:-1] + (R * K,))
+    def record(t0, Xs, margin, S):                   # trailing axis J: steps t0, t0 + 1, ...
+        nonlocal k
+        k1 = k
+        while k1 < rec_steps.size and rec_steps[k1] < t0 + margin.shape[-1]:
+            k1 += 1
+        if k1 > k:
+            js = rec_steps[k:k1] - t0
+            _record_flat(buf, slice(k, k1), rs, Xs[..., js], margin[..., js], S[..., js],
+                         m_k, n)
+            buf["wall_time"][k:k1] += time.perf_counter() - start
+            k = k1
 
-        sQKs, sQKn = ahead(QKs, step.QKs), ahead(QKn, step.QKn)
-        sVs, sVh, sc = ahead(Vs, step.Vs), ahead(Vh, step.Vh), np.repeat(c, K, -1)
-        satt = attention(sQKs, sQKn, sVs, sVh, sc)
-        sstep = signgd(K).step(gradient_signs(satt, sQKs, sQKn, sVs, sVh, sc, clean=clean),
-                               None, 0)[0]
-        same = np.ones(K, dtype=bool)
-        for new, old in zip(sstep, step):
-            eq = new.reshape(new.shape[:-1] + (R, K)) == old[..., None]
-            same &= eq.reshape(-1, K).all(0)
+    margin, S = signgd_direction(x, c, eta_l1, eta_mu, clean=clean, out=d)
+    _check_margins(0, margin[..., None], under, batch)
+    record(0, X[..., None], margin[..., None], S[..., None])
+    t, K, work = 0, 8, {}
+    while t < steps:
+        if not speculate:
+            X -= D
+            t += 1
+            margin, S = signgd_direction(x, c, eta_l1, eta_mu, clean=clean, out=d)
+            _check_margins(t, margin[..., None], under, batch)
+            if k < rec_steps.size and rec_steps[k] == t:
+                record(t, X[..., None], margin[..., None], S[..., None])
+            on_step(t)
+            continue
+        K = min(K, steps - t)
+        if K not in work:                             # buffers and per-run constants
+            xc, dc = (flat_state(np.empty((size, R * K)), m_k, n) for _ in range(2))
+            work[K] = (xc, dc, np.repeat(c, K, -1), np.repeat(eta_l1, K, -1),
+                       np.arange(1.0, K + 1.0))
+        xc, dc, cK, eta_l1K, j = work[K]
+        Xc, Dc = xc.X.reshape(size, R, K), dc.X.reshape(size, R, K)
+        np.multiply(D[..., None], j, out=Xc)
+        np.subtract(X[..., None], Xc, out=Xc)         # (S, R, K) X_{t+j} = X_t - j Delta_t
+        mc, Sc = signgd_direction(xc, cK, eta_l1K, eta_mu, clean=clean, out=dc)
+        same = np.equal(Dc, D[..., None]).reshape(-1, K).all(axis=0)   # (K,) step at t + j
         J = K if same.all() else int(np.argmin(same)) + 1
-
-        def first(x, J=J, K=K):                       # (..., R * K) -> (..., R, J)
-            return x.reshape(x.shape[:-1] + (R, K))[..., :J]
-
-        _check_margins(t + 1, first(satt.margin), under, batch)
-        js = [jj for jj in range(1, J + 1) if t + jj in slot]
-        if js:
-            idx = np.array(js) - 1
-            _record_state(buf, [slot[t + jj] for jj in js], rs,
-                          *(first(x)[..., idx] for x in (sQKs, sQKn, sVs, sVh, satt.margin,
-                                                         satt.S_sig, satt.S_noise)))
-            buf["wall_time"][[slot[t + jj] for jj in js]] += time.perf_counter() - start
-        QKs -= J * step.QKs
-        QKn -= J * step.QKn
-        Vs -= J * step.Vs
-        Vh -= J * step.Vh
-        step = type(step)(*(first(x)[..., J - 1] for x in sstep))
+        mc = mc.reshape(n, R, K)[..., :J]
+        _check_margins(t + 1, mc, under, batch)
+        record(t + 1, Xc[..., :J], mc, Sc.reshape(2, 2, n, R, K)[..., :J])
+        X[...], D[...] = Xc[..., J - 1], Dc[..., J - 1]
         t += J
-        K = min(2 * K, 256) if J == K else max(1, 2 * J)
+        K = min(2 * K, STRETCH_MAX) if J == K else 2 * J
         on_step(t)
+    batch.QKn[...], batch.QKs[...], batch.Vh[...], batch.Vs[...] = x.QKn, x.QKs, x.Vh, x.Vs
+
+
+def _record_flat(buf, ks, rs, X, margin, S, m_k, n) -> None:
+    """:func:`_record_state` from flat states ``X (S, R, J)``, margins ``(n, R, J)``
+    and softmax ``S (2, 2, n, R, J)`` (:func:`~simulator.reduced_dynamics.signgd_direction`)."""
+    R, J = X.shape[1:]
+    x = flat_state(X.reshape(-1, R * J), m_k, n)
+    QKn, QKs, Vh, Vs = (v.reshape(v.shape[:-1] + (R, J)) for v in x[1:])
+    _record_state(buf, ks, rs, QKs, QKn, Vs, Vh, margin, S[1], S[0])
 
 
 def _raise_non_finite(t: int, margin: np.ndarray, batch: ReducedBatch) -> None:

@@ -247,3 +247,131 @@ def gradient_signs_log(att: Attention, QKs: np.ndarray, QKn: np.ndarray, Vs: np.
     g = np.add.reduce(H * W, axis=2, keepdims=True)   # (2, m_k, 1, R)
     H *= np.sign(sDh)
     return Gradient(H, g, sigma, gV)
+
+
+# ---------------------------------------------------------------------------
+# SignGD on one flat state array (the fast path of simulator.reduced)
+# ---------------------------------------------------------------------------
+
+def state_size(m_k: int, n: int) -> int:
+    """Rows ``S`` of the flat state: ``[Qh, Kh, Qs, Ks, Vh, Vs]``, ``2 m_k n + 2 m_k + n + 1``."""
+    return 2 * m_k * n + 2 * m_k + n + 1
+
+
+#: Below this many columns (runs, last axis) :func:`_dot` uses ``np.vecdot``, else
+#: ``np.einsum``: the faster of the two at each size (they differ only in the
+#: order of summation).
+VECDOT_MAX_RUNS = 64
+
+
+def _dot(subscripts: str, a: np.ndarray, b: np.ndarray, axis: int,
+         out: np.ndarray) -> np.ndarray:
+    """``out <- sum over one axis of a * b``: ``subscripts`` in ``np.einsum`` form,
+    ``axis`` the summed axis of ``a`` (``b`` broadcasts against ``a``)."""
+    if a.shape[-1] < VECDOT_MAX_RUNS:
+        return np.vecdot(a, b, axis=axis, out=out)
+    return np.einsum(subscripts, a, b, out=out)
+
+
+class FlatState(NamedTuple):
+    """A flat state (or step) ``X (S, R)``, rows ``[Qh, Kh, Qs, Ks, Vh, Vs]``, with
+    views of its parts (built once per buffer by :func:`flat_state`)."""
+
+    X: np.ndarray          # (S, R)
+    QKn: np.ndarray        # (2, m_k, n, R)  [Qh, Kh]
+    QKs: np.ndarray        # (2, m_k, 1, R)  [Qs, Ks]
+    Vh: np.ndarray         # (n, R)
+    Vs: np.ndarray         # (1, R)
+
+
+def flat_state(X: np.ndarray, m_k: int, n: int) -> FlatState:
+    """The views of a flat state ``X (S, R)`` (no copy)."""
+    R = X.shape[-1]
+    a, b = 2 * m_k * n, 2 * m_k * n + 2 * m_k
+    return FlatState(X, X[:a].reshape(2, m_k, n, R), X[a:b].reshape(2, m_k, 1, R),
+                     X[b:b + n], X[b + n:])
+
+
+def signgd_direction(x: FlatState, c: np.ndarray, eta_l1: np.ndarray, eta_mu: float, *,
+                     clean: bool, out: FlatState):
+    """One SignGD step of a flat state: ``out <- eta * Phi`` (so ``X <- X - out``), with
+    the exact signs of :func:`gradient_signs`, in few NumPy calls.
+
+    The same equations as :func:`attention`, :func:`gradient_signs` and
+    :class:`~simulator.reduced_optimizers.SignGD` (module doc), arranged for speed:
+    the softmax is ``S = sigmoid([gap, -gap])``, and the law-4 sign is taken from
+    ``T_si = Qh_si + Qs_s r_i`` with ``r_i = (S_ss S_sn) / (S_ns S_nn) > 0``, which has
+    the sign of ``S_ss S_sn Qs_s + S_ns S_nn Qh_si``; then
+    ``-gK_s = sum_i sigma_i Dh_i |l'_i| S_ns S_nn T_si``. Where the plain weights get
+    near underflow (:data:`SAFE_WEIGHT`) it falls back to :func:`gradient_signs_log`.
+
+    Parameters
+    ----------
+    x : FlatState, (S, R) with ``S = 2 m_k n + 2 m_k + n + 1``.
+    c : (n, R) ``y_i y_clean_i``.
+    eta_l1 : (n, R) ``eta ||xi_i||_1``.
+    eta_mu : ``eta ||mu||``.
+    clean : every ``c_i = 1`` (then ``sign(gV) = -1``, law 1).
+    out : FlatState, (S, R): the step, filled in.
+
+    Returns
+    -------
+    margin : (n, R) ``y_i f_i``.
+    S : (2, 2, n, R) ``S[0] = [S_sn, S_nn]`` (weights on the noise key),
+        ``S[1] = [S_ss, S_ns]`` (weights on the signal key).
+    """
+    (Qh, Kh), (Qs, Ks), Vh, Vs = x.QKn, x.QKs, x.Vh, x.Vs
+    DQKn, DQKs, DVh, DVs = out.QKn, out.QKs, out.Vh, out.Vs
+    H = np.empty(x.QKn.shape)                         # (2, m_k, n, R) [Kh - Ks, T]
+    dK, T = H[0], H[1]
+    np.subtract(Kh, Ks, out=dK)
+    G = np.empty((2,) + x.QKn.shape[0:1] + Vh.shape)  # (2, 2, n, R) [gap, -gap]
+    _dot("sir,sxr->ir", dK, Qs, 0, out=G[0, 0])       # z_sn - z_ss
+    _dot("sir,sir->ir", dK, Qh, 0, out=G[0, 1])       # z_nn - z_ns
+    np.negative(G[0], out=G[1])
+    S = expit(G, out=G)                               # [[S_sn, S_nn], [S_ss, S_ns]]
+    Ssum = np.add(S[:, 0], S[:, 1])                   # (2, n, R) [S_sn + S_nn, S_ss + S_ns]
+    margin = Ssum[1] * Vs
+    margin += Ssum[0] * Vh                            # (n, R) c_i y_i f_i
+    if not clean:
+        margin *= c
+    abs_l = expit(-margin)                            # (n, R) |l'|
+    P = S[0] * S[1]                                   # (2, n, R) [S_ss S_sn, S_ns S_nn]
+    if not np.minimum.reduce(P, axis=None) * np.minimum.reduce(abs_l, axis=None) > SAFE_WEIGHT:
+        return _signgd_log_direction(x, c, eta_l1, eta_mu, clean=clean, out=out)
+    sDh = np.subtract(Vs, Vh) if clean else -c * (Vh - Vs)   # (n, R) sigma_i Dh_i
+    np.divide(P[0], P[1], out=Ssum[0])                # r_i (Ssum[0] is free now)
+    np.multiply(Qs, Ssum[0], out=T)
+    T += Qh                                           # (m_k, n, R) sign of law 4
+    np.sign(H, out=DQKn)
+    f = np.sign(sDh)
+    f *= eta_l1                                       # (n, R) eta ||xi_i||_1 sD_i
+    DQKn *= f                                      # laws 3 and 4
+    P *= abs_l
+    P *= sDh                                          # (2, n, R) weights of gQ, -gK
+    _dot("lsir,lir->lsr", H, P[:, None], 2, out=DQKs[:, :, 0])   # [gQ, -gK] (laws 5, 6)
+    np.sign(DQKs, out=DQKs)
+    DQKs[0] *= eta_mu
+    DQKs[1] *= -eta_mu
+    np.multiply(-2.0 * eta_l1, c, out=DVh)         # sign(hV_i) = sigma_i (law 2)
+    if clean:
+        DVs.fill(-2.0 * eta_mu)                    # law 1
+    else:
+        np.sign(np.add.reduce(-c * abs_l * Ssum[1], axis=0), out=DVs[0])
+        DVs *= 2.0 * eta_mu
+    return margin, S
+
+
+def _signgd_log_direction(x, c, eta_l1, eta_mu, *, clean, out):
+    """:func:`signgd_direction` from :func:`attention` and :func:`gradient_signs_log`
+    (near underflow; rare, so written for clarity)."""
+    QKn, QKs, Vh, Vs = x[1:]
+    DQKn, DQKs, DVh, DVs = out[1:]
+    att = attention(QKs, QKn, Vs, Vh, c)
+    grad = gradient_signs_log(att, QKs, QKn, Vs, Vh, c, clean=clean)
+    np.sign(grad.H, out=DQKn)
+    DQKn *= eta_l1
+    np.multiply(eta_mu, np.sign(grad.g), out=DQKs)
+    np.multiply(2.0 * eta_l1, np.sign(grad.hV), out=DVh)
+    np.multiply(2.0 * eta_mu, np.sign(grad.gV), out=DVs)
+    return att.margin, np.stack([att.S_noise, att.S_sig])

@@ -5,6 +5,14 @@ The loop owns all state (weights, optimizer state, recording buffers). One step 
 all ``R`` runs is one vectorized computation: no Python loop over runs, samples or
 neurons. Quantities are computed only at recorded steps, from the forward pass that
 the step needs anyway.
+
+The weights are held as :class:`~simulator.problem.EngineLayout` describes: each
+sample's own noise coordinates in a block (``W x`` is ``|x_i| @ Wb[i]``, and a SignGD
+step of the block is ``Wb <- Wb - eta sign(dL/d(W x_i))``), the rest (coordinate 0,
+shared coordinates) in a small dense part. This is the same SignGD / GD / Adam step
+on the same weights, at ``n (s + 1) M`` instead of ``n L D M`` multiply-adds; the
+weights on the basis, ``(R, M, D)``, are written back for records and at the end.
+See ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -14,10 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.special import expit
 
 from .config import SimulationConfig
 from .history import History
-from .model import (Forward, Layout, forward_from_projections, logistic_loss, loss_derivative,
+from .model import (Forward, Layout, forward_from_projections, logistic_loss,
                     output_gradient_coefficients)
 from .optimizers import SignGD, make_optimizer
 from .problem import (L, EngineLayout, TrainingProblem, build_problem, engine_layout,
@@ -272,24 +281,29 @@ def _block_row_view(block_row: np.ndarray, proj: np.ndarray):
     return view
 
 
-class _Part:
-    """Runs ``sl`` of a batch (all of it in :func:`train`): the forward pass and the
-    SignGD step on views of the engine's arrays. ``advance(step)`` takes the step of the last forward pass (if
-    ``step``), then the forward pass of the new weights; margins and ``l'`` go to the
-    batch's arrays."""
+class _Step:
+    """The forward pass and the SignGD step of a batch, on the engine's arrays (owned
+    by :func:`train`). ``advance(step)`` takes the SignGD step of the last forward
+    pass (if ``step``), then the forward pass of the new weights, writing margins and
+    ``l'`` into the loop's arrays."""
 
-    def __init__(self, sl, problem, eng, Wb, Wd, Gb, Gd, proj, margin, lprime, eta):
+    def __init__(self, problem, eng, Wb, Wd, Gb, Gd, proj, margin, lprime, eta):
         self.layout, self.eta, self.n = problem.layout, eta, problem.y.shape[1]
-        self.y, self.margin, self.lprime = problem.y[sl], margin[sl], lprime[sl]
-        self.X_dense, self.block_abs, self.block_abs_t = (
-            eng.X_dense[sl], eng.block_abs[sl], eng.block_abs_t[sl])
-        self.Wb, self.Wd, self.Gb, self.Gd = Wb[sl], Wd[sl], Gb[sl], Gd[sl]
-        self.Wb_slots = self.Wb.transpose(0, 2, 1, 3)   # (r, B, n, M), contiguous
-        self.Wd_T = self.Wd.transpose(0, 2, 1)          # (r, Dd, M)
-        self.proj = proj[sl]                            # (r, n, L, M)
-        r = self.proj.shape[0]
-        self.proj_rows = self.proj.reshape(r, -1, self.proj.shape[-1])
-        self.block_row = _block_row_view(eng.block_row[sl], self.proj)
+        self.y, self.margin, self.lprime = problem.y, margin, lprime
+        self.X_dense, self.block_abs, self.block_abs_t = eng.X_dense, eng.block_abs, eng.block_abs_t
+        self.Wb, self.Wd, self.Gb, self.Gd = Wb, Wd, Gb, Gd
+        self.Wb_slots = Wb.transpose(0, 2, 1, 3)        # (R, B, n, M), contiguous
+        self.Wd_T = Wd.transpose(0, 2, 1)               # (R, Dd, M)
+        self.proj = proj                                # (R, n, L, M)
+        self.proj_rows = proj.reshape(proj.shape[0], -1, proj.shape[-1])   # (R, n L, M)
+        self.block_row = _block_row_view(eng.block_row, proj)
+        # the usual case: every block row is patch l and the dense part leaves those rows
+        # at 0 (no shared coordinate), so |x_i| @ Wb[r, i] can be written in place
+        l = int(eng.block_row.flat[0]) if eng.block_row.size else 0
+        dense_rows = eng.X_dense.reshape(proj.shape[0], -1, L, eng.Dd)[:, :, l, :]
+        self.block_out = (proj[:, :, l:l + 1, :] if (eng.block_row == l).all()
+                          and not dense_rows.any() else None)
+        self.abs_A = np.empty(proj.shape[:2] + proj.shape[-1:])   # (R, n, M)
         # SignGD on a block is Wb <- Wb - eta sign(A_i) (EngineLayout) unless |x A_i|
         # underflows to 0 for a non-zero A_i; below this |A_i| the step is taken the long way
         self.tiny_A = 2.0 ** -1072 / eng.block_abs_min
@@ -297,22 +311,27 @@ class _Part:
 
     def forward(self) -> None:
         """proj = W x (dense part, then each sample's block row), margins, l'."""
-        np.matmul(self.X_dense, self.Wd_T, out=self.proj_rows)   # (r, n L, M)
-        self.block_row(np.matmul(self.block_abs, self.Wb))      # += |x_i| @ Wb[r, i]
+        np.matmul(self.X_dense, self.Wd_T, out=self.proj_rows)   # (R, n L, M)
+        if self.block_out is not None:                           # 0 + |x_i| @ Wb[r, i]
+            np.matmul(self.block_abs, self.Wb, out=self.block_out)
+        else:                                                    # += |x_i| @ Wb[r, i]
+            self.block_row(np.matmul(self.block_abs, self.Wb))
         self.fw = forward_from_projections(self.proj, self.layout)
-        np.multiply(self.y, self.fw.f, out=self.margin)          # (r, n)
-        self.lprime[...] = loss_derivative(self.margin)
+        np.multiply(self.y, self.fw.f, out=self.margin)          # (R, n)
+        lprime = self.lprime                                     # l' = -expit(-margin)
+        expit(np.negative(self.margin, out=lprime), out=lprime)
+        np.negative(lprime, out=lprime)
 
     def gradient(self) -> np.ndarray:
         """dL/dW of the last forward pass on the dense part (into Gd); returns
-        ``A_block`` (r, n, M), the gradient with respect to each block row's
+        ``A_block`` (R, n, M), the gradient with respect to each block row's
         projection (``dL/dWb[r, i, j] = |x_ij| A_block[r, i]``)."""
-        dL_df = self.y * self.lprime                    # (r, n) dL/df = y l' / n
+        dL_df = self.y * self.lprime                    # (R, n) dL/df = y l' / n
         dL_df /= self.n
-        A = output_gradient_coefficients(self.fw, dL_df, self.layout)   # (r, n, L, M)
+        A = output_gradient_coefficients(self.fw, dL_df, self.layout)   # (R, n, L, M)
         r = A.shape[0]
         np.matmul(A.reshape(r, -1, A.shape[-1]).transpose(0, 2, 1), self.X_dense, out=self.Gd)
-        A_block = self.block_row(None, A)               # (r, n, M) dL/d(block row proj)
+        A_block = self.block_row(None, A)               # (R, n, M) dL/d(block row proj)
         return A_block
 
     def advance(self, step: bool) -> None:
@@ -322,10 +341,10 @@ class _Part:
             np.sign(Gd, out=Gd)
             Gd *= self.eta
             self.Wd -= Gd
-            if _blocks_factor(A_block, self.tiny_A):
-                sA = np.sign(A_block)                   # (r, n, M)
+            if _blocks_factor(A_block, self.tiny_A, self.abs_A):
+                sA = np.sign(A_block)                   # (R, n, M)
                 sA *= self.eta
-                self.Wb_slots -= sA[:, None, :, :]      # (r, B, n, M) storage of Wb
+                self.Wb_slots -= sA[:, None, :, :]      # (R, B, n, M) storage of Wb
             else:
                 Gb = np.multiply(self.block_abs_t, A_block[:, :, None, :], out=self.Gb)
                 np.sign(Gb, out=Gb)
@@ -334,11 +353,11 @@ class _Part:
         self.forward()
 
 
-def _blocks_factor(A_block: np.ndarray, tiny_A: float) -> bool:
+def _blocks_factor(A_block: np.ndarray, tiny_A: float, out: np.ndarray | None = None) -> bool:
     """Whether ``sign(|x| A) = sign(A)`` on every block slot: no non-zero entry of
     ``A_block`` is so small that ``|x| A`` underflows to 0."""
-    a = np.abs(A_block)
-    if a.min() >= tiny_A:
+    a = np.abs(A_block, out=out)
+    if np.minimum.reduce(a, axis=None) >= tiny_A:
         return True
     return bool(((a >= tiny_A) | (a == 0.0)).all())
 
@@ -376,7 +395,6 @@ def train(config: SimulationConfig, *, progress: bool = False,
     problem = build_problem(config) if problem is None else problem
     layout: Layout = problem.layout
     optimizer = make_optimizer(config)
-    eta = config.eta
     R, n = problem.y.shape
     eng = engine_layout(problem)
     recorder = _Recorder(problem, eng)
@@ -389,7 +407,7 @@ def train(config: SimulationConfig, *, progress: bool = False,
     signgd = isinstance(optimizer, SignGD)
     proj = np.empty((R, n, L, layout.M))
     margin, lprime = np.empty((R, n)), np.empty((R, n))
-    part = _Part(slice(None), problem, eng, Wb, Wd, Gb, Gd, proj, margin, lprime, config.eta)
+    engine = _Step(problem, eng, Wb, Wd, Gb, Gd, proj, margin, lprime, config.eta)
     rec_steps = record_steps(config.steps, config.record_every)
     buf = _allocate(config, rec_steps.size)
     underflow_step = np.full(problem.y.shape, -1, dtype=np.int64)
@@ -399,13 +417,13 @@ def train(config: SimulationConfig, *, progress: bool = False,
     for t in range(config.steps + 1):
         # the step of t - 1 (no gradient after the last forward pass), then forward at t
         if t > 0 and not signgd:
-            A_block = part.gradient()                   # (R, n, M)
+            A_block = engine.gradient()                 # (R, n, M)
             np.multiply(eng.block_abs_t, A_block[:, :, None, :], out=Gb)
             P, state = optimizer.direction(_joined(Gb, Gd), state, t - 1)
             P = config.eta * P                          # (R, 1, K)
             Wb -= P[:, 0, :nb].reshape(Wb.shape)
             Wd -= P[:, 0, nb:].reshape(Wd.shape)
-        part.advance(signgd and t > 0)                  # margin, lprime of W_t
+        engine.advance(signgd and t > 0)                # margin, lprime of W_t
         if not np.isfinite(np.add.reduce(margin, axis=None)):
             _check_finite(t, margin, problem)
         if not lprime.all():
@@ -415,7 +433,7 @@ def train(config: SimulationConfig, *, progress: bool = False,
             row = {"wall_time": time.perf_counter() - start,
                    "train_loss": logistic_loss(margin).mean(-1),
                    "train_error": (margin <= 0).mean(-1), "margin": margin,
-                   "lprime": lprime, **recorder.record(Wb, Wd, W, part.fw)}
+                   "lprime": lprime, **recorder.record(Wb, Wd, W, engine.fw)}
             if not np.isfinite(row["test_margin_mean"]).all():
                 raise NonFiniteError(f"non-finite test output at step {t}; lower eta or sigma_0")
             for name, value in row.items():

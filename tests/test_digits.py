@@ -1,6 +1,7 @@
 """Real digits in the two-patch setting (``simulator.digits``, ``examples/digits.py``)."""
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -221,6 +222,18 @@ def test_missing_extra_names_the_install_command(monkeypatch):
         load_digit_images()
     with pytest.raises(ImportError):                           # also an ImportError
         build_digits_problem(data(), model())
+
+
+def test_example_without_the_extra_exits_with_one_line():
+    # python examples/digits.py --quick, in an interpreter where import sklearn fails
+    code = ("import runpy, sys; sys.modules['sklearn'] = None; "
+            f"sys.path.insert(0, {str(EXAMPLES)!r}); sys.argv = ['digits.py', '--quick']; "
+            f"runpy.run_path({str(EXAMPLES / 'digits.py')!r}, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        'python examples/digits.py: error: the digits data ships with scikit-learn, which is '
+        'not installed: pip install "signgd-transformer-sim[digits]"']
 
 
 def test_noise_dim_defaults_follow_the_noise_kind():
