@@ -349,7 +349,7 @@ def signgd_direction(x: FlatState, c: np.ndarray, eta_l1: np.ndarray, eta_mu: fl
     DQKn *= f                                      # laws 3 and 4
     P *= abs_l
     P *= sDh                                          # (2, n, R) weights of gQ, -gK
-    _dot("lsir,lir->lsr", H, P[:, None], 2, out=DQKs[:, :, 0])   # [gQ, -gK] (laws 5, 6)
+    _dot("lsir,lxir->lsr", H, P[:, None], 2, out=DQKs[:, :, 0])  # [gQ, -gK] (laws 5, 6)
     np.sign(DQKs, out=DQKs)
     DQKs[0] *= eta_mu
     DQKs[1] *= -eta_mu
