@@ -17,9 +17,16 @@ if str(ROOT) not in sys.path:          # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad options get one line on stderr and exit status 2 (no usage dump)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def parser(name: str, description: str) -> argparse.ArgumentParser:
     """``--out DIR`` (default ``examples/output/<name>``), ``--quick``, ``--workers``."""
-    p = argparse.ArgumentParser(prog=f"python examples/{name}.py", description=description)
+    p = OneLineParser(prog=f"python examples/{name}.py", description=description)
     p.add_argument("--out", default=str(HERE / "output" / name),
                    help="folder for figures and tables (default: examples/output/%(prog)s)")
     p.add_argument("--quick", action="store_true",

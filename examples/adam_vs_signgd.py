@@ -112,7 +112,6 @@ def plot_trajectories(results, path):
     a.legend(fontsize=8)
     a = ax[0, 1]
     show = [r for r in results if r["label"] in ("signgd", "adam b=(0.9,0.999)")]
-    Qn0 = ref["Qn"][:, 0]                                    # (T, m_k, n)
     pairs = _flip_pairs(results[0])[:3] or [(0, 0), (0, 1)]    # SignGD's flips
     for j, (s, i) in enumerate(pairs):
         for res, ls in zip(show, ("-", "--")):

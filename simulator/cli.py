@@ -111,6 +111,9 @@ def command_run(args: argparse.Namespace) -> int:
 
 def command_bench(args: argparse.Namespace) -> int:
     from .benchmark import main as bench_main
+
+    if args.steps < 1:
+        raise UsageError(f"--steps must be an integer >= 1, got {args.steps}")
     return bench_main(steps=args.steps, with_torch=args.torch)
 
 

@@ -27,7 +27,7 @@ import json
 import math
 import numbers
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 OPTIMIZERS = ("signgd", "gd", "adam", "signum", "normgd")

@@ -61,6 +61,20 @@ PER_RUN = ("seeds", "y", "y_clean", "xi_l1", "xi_l2", "signal_position",
            "shared_coordinates", "underflow_step", "test_overlap_fraction")
 
 
+def allocate_recorded(config: SimulationConfig, T: int) -> dict[str, np.ndarray]:
+    """Empty buffers for the ``RECORDED`` arrays but ``step`` (``T`` records of
+    ``config.n_seeds`` runs), shapes as in the module table; ``wall_time`` starts at 0."""
+    R, n, m_k = config.n_seeds, config.n, config.m_k
+    shapes = {"wall_time": (T,), "train_loss": (T, R), "train_error": (T, R),
+              "test_loss": (T, R), "test_error": (T, R), "test_margin_mean": (T, R),
+              "test_margin_std": (T, R), "margin": (T, R, n), "lprime": (T, R, n),
+              "Vs": (T, R), "Vn": (T, R, n), "Qs": (T, R, m_k), "Ks": (T, R, m_k),
+              "Qn": (T, R, m_k, n), "Kn": (T, R, m_k, n), "softmax": (T, R, n, 2, 2)}
+    buf = {name: np.empty(shape) for name, shape in shapes.items()}
+    buf["wall_time"][:] = 0.0
+    return buf
+
+
 @dataclass
 class History:
     """The config of a batch of runs and its recorded arrays (see module doc)."""

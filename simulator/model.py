@@ -127,6 +127,15 @@ def logistic_loss(margin: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, -margin)
 
 
+def held_out_statistics(margin: np.ndarray, axis: int = -1) -> dict[str, np.ndarray]:
+    """Test loss, test error (``y f <= 0``) and the mean and standard deviation of the
+    test margins ``y f`` along ``axis`` (the test samples)."""
+    return {"test_loss": logistic_loss(margin).mean(axis),
+            "test_error": (margin <= 0).mean(axis),
+            "test_margin_mean": margin.mean(axis),
+            "test_margin_std": margin.std(axis)}
+
+
 def loss_derivative(margin: np.ndarray) -> np.ndarray:
     """``l' = -1 / (1 + exp(margin))``; exactly 0 once ``margin > ~745``."""
     return -expit(-margin)

@@ -54,9 +54,11 @@ engine does. The other optimizers use the float64 gradient, as the full engine.
 
 Runs are independent; the engine advances them in chunks of at most
 :data:`CHUNK_BYTES` of working memory, each chunk vectorized over its runs. SignGD
+runs on one flat state array with a fused step
+(:func:`~simulator.reduced_dynamics.signgd_direction`, a few dozen NumPy calls);
 chunks of at most :data:`SPECULATE_MAX_RUNS` runs advance in sign-stable stretches
-(:func:`_run_signgd_stretches`), which is exact and several times faster for a
-single run.
+(:func:`_run_signgd`), which is exact and several times faster for a single run.
+The other optimizers use the generic loop (:func:`_run_steps`).
 """
 
 from __future__ import annotations
@@ -72,9 +74,9 @@ from scipy.special import expit
 
 from .config import ConfigError, SimulationConfig
 from .data import DATA_STREAM, TEST_STREAM, draw_training_set
-from .history import History
+from .history import History, allocate_recorded
 from .initialization import initial_weights
-from .model import Layout, logistic_loss
+from .model import Layout, held_out_statistics, logistic_loss
 from .progress import Progress
 from .reduced_dynamics import (attention, gradient, gradient_signs, loss_derivative,
                                flat_state, signgd_direction, state_size)
@@ -87,7 +89,7 @@ TEST_KEY = (TEST_STREAM, 1)
 #: Random stream of a data-free initial state: ``default_rng([seed, 1, 1])``.
 DISTRIBUTION_KEY = (DATA_STREAM, 1)
 #: SignGD chunks of at most this many runs advance in sign-stable stretches
-#: (:func:`_run_signgd_stretches`); with more runs some sign changes at almost
+#: (:func:`_run_signgd`); with more runs some sign changes at almost
 #: every step and the plain loop is faster.
 SPECULATE_MAX_RUNS = 2
 #: Longest sign-stable stretch evaluated in one pass.
@@ -300,23 +302,7 @@ def test_margins(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray,
 def held_out_metrics(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray,
                      test: HeldOutInputs) -> dict[str, np.ndarray]:
     """Test loss, test error and test margin statistics, each (R, T)."""
-    margin = test_margins(Qs, Ks, Vs, test)
-    return {"test_loss": logistic_loss(margin).mean(1),
-            "test_error": (margin <= 0).mean(1),
-            "test_margin_mean": margin.mean(1),
-            "test_margin_std": margin.std(1)}
-
-
-def _allocate(config: SimulationConfig, T: int) -> dict[str, np.ndarray]:
-    R, n, m_k = config.n_seeds, config.n, config.m_k
-    shapes = {"wall_time": (T,), "train_loss": (T, R), "train_error": (T, R),
-              "test_loss": (T, R), "test_error": (T, R), "test_margin_mean": (T, R),
-              "test_margin_std": (T, R), "margin": (T, R, n), "lprime": (T, R, n),
-              "Vs": (T, R), "Vn": (T, R, n), "Qs": (T, R, m_k), "Ks": (T, R, m_k),
-              "Qn": (T, R, m_k, n), "Kn": (T, R, m_k, n), "softmax": (T, R, n, 2, 2)}
-    buf = {name: np.empty(shape) for name, shape in shapes.items()}
-    buf["wall_time"][:] = 0.0
-    return buf
+    return held_out_statistics(test_margins(Qs, Ks, Vs, test), axis=1)
 
 
 def expected_test_overlap(config: SimulationConfig) -> tuple[float, float]:
@@ -390,7 +376,7 @@ def train_reduced(config: SimulationConfig, *, progress: bool = False) -> Reduce
     R, n = config.n_seeds, config.n
     seeds = np.array(config.seeds, dtype=np.int64)
     rec_steps = record_steps(config.steps, config.record_every)
-    buf = _allocate(config, rec_steps.size)
+    buf = allocate_recorded(config, rec_steps.size)
     per_run = {name: np.empty((R, n)) for name in ("y", "y_clean", "xi_l1", "xi_l2")}
     per_run["signal_position"] = np.empty((R, n), dtype=np.int64)
     underflow_step = np.full((R, n), -1, dtype=np.int64)
@@ -519,12 +505,14 @@ def _run_signgd(config, batch, clean, buf, rs, rec_steps, under, on_step, *,
     margin, S = signgd_direction(x, c, eta_l1, eta_mu, clean=clean, out=d)
     _check_margins(0, margin[..., None], under, batch)
     record(0, X[..., None], margin[..., None], S[..., None])
+    values = not clean                                # value rows of D: constant if clean
     t, K, work = 0, 8, {}
     while t < steps:
         if not speculate:
             X -= D
             t += 1
-            margin, S = signgd_direction(x, c, eta_l1, eta_mu, clean=clean, out=d)
+            margin, S = signgd_direction(x, c, eta_l1, eta_mu, clean=clean, out=d,
+                                         values=values)
             _check_margins(t, margin[..., None], under, batch)
             if k < rec_steps.size and rec_steps[k] == t:
                 record(t, X[..., None], margin[..., None], S[..., None])
@@ -533,13 +521,15 @@ def _run_signgd(config, batch, clean, buf, rs, rec_steps, under, on_step, *,
         K = min(K, steps - t)
         if K not in work:                             # buffers and per-run constants
             xc, dc = (flat_state(np.empty((size, R * K)), m_k, n) for _ in range(2))
+            dc.Vh[...], dc.Vs[...] = np.repeat(d.Vh, K, -1), np.repeat(d.Vs, K, -1)
             work[K] = (xc, dc, np.repeat(c, K, -1), np.repeat(eta_l1, K, -1),
                        np.arange(1.0, K + 1.0))
         xc, dc, cK, eta_l1K, j = work[K]
         Xc, Dc = xc.X.reshape(size, R, K), dc.X.reshape(size, R, K)
         np.multiply(D[..., None], j, out=Xc)
         np.subtract(X[..., None], Xc, out=Xc)         # (S, R, K) X_{t+j} = X_t - j Delta_t
-        mc, Sc = signgd_direction(xc, cK, eta_l1K, eta_mu, clean=clean, out=dc)
+        mc, Sc = signgd_direction(xc, cK, eta_l1K, eta_mu, clean=clean, out=dc,
+                                  values=values)
         changed = np.logical_or.reduce(np.not_equal(Dc, D[..., None]).reshape(-1, K),
                                        axis=0)        # (K,) step at t + j is not Delta_t
         first = int(changed.argmax())
@@ -571,7 +561,7 @@ def _raise_non_finite(t: int, margin: np.ndarray, batch: ReducedBatch) -> None:
         i, r = bad[0]
         raise NonFiniteError(
             f"non-finite output at step {t} (run seed {batch.seeds[r]}, sample {i}): "
-            f"margin = {margin[i, r]!r}; lower eta or sigma_0")
+            f"margin = {float(margin[i, r])}; lower eta or sigma_0")
 
 
 def _record_state(buf, ks, rs, QKs, QKn, Vs, Vh, margin, S_sig, S_noise) -> None:

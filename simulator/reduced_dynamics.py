@@ -140,6 +140,7 @@ def gradient(att: Attention, QKs: np.ndarray, QKn: np.ndarray, Vs: np.ndarray,
 #: Below this product of the smallest ``|l'_i|`` and the smallest ``S_ls S_ln``,
 #: :func:`gradient_signs` switches to log-weights: above it, products of those
 #: factors with state differences down to ``1e-100`` stay normal floats.
+#: :func:`signgd_direction` applies it per sample, to ``|l'_i| S_ls S_ln``.
 SAFE_WEIGHT = 1e-200
 
 
@@ -293,7 +294,7 @@ def flat_state(X: np.ndarray, m_k: int, n: int) -> FlatState:
 
 
 def signgd_direction(x: FlatState, c: np.ndarray, eta_l1: np.ndarray, eta_mu: float, *,
-                     clean: bool, out: FlatState):
+                     clean: bool, out: FlatState, values: bool = True):
     """One SignGD step of a flat state: ``out <- eta * Phi`` (so ``X <- X - out``), with
     the exact signs of :func:`gradient_signs`, in few NumPy calls.
 
@@ -302,8 +303,10 @@ def signgd_direction(x: FlatState, c: np.ndarray, eta_l1: np.ndarray, eta_mu: fl
     the softmax is ``S = sigmoid([gap, -gap])``, and the law-4 sign is taken from
     ``T_si = Qh_si + Qs_s r_i`` with ``r_i = (S_ss S_sn) / (S_ns S_nn) > 0``, which has
     the sign of ``S_ss S_sn Qs_s + S_ns S_nn Qh_si``; then
-    ``-gK_s = sum_i sigma_i Dh_i |l'_i| S_ns S_nn T_si``. Where the plain weights get
-    near underflow (:data:`SAFE_WEIGHT`) it falls back to :func:`gradient_signs_log`.
+    ``-gK_s = sum_i sigma_i Dh_i |l'_i| S_ns S_nn T_si``. Where a sample's weight
+    ``|l'_i| S_ls S_ln`` gets near underflow (below :data:`SAFE_WEIGHT`; each term
+    of each sum is then still a normal float) it falls back to
+    :func:`gradient_signs_log`.
 
     Parameters
     ----------
@@ -313,6 +316,9 @@ def signgd_direction(x: FlatState, c: np.ndarray, eta_l1: np.ndarray, eta_mu: fl
     eta_mu : ``eta ||mu||``.
     clean : every ``c_i = 1`` (then ``sign(gV) = -1``, law 1).
     out : FlatState, (S, R): the step, filled in.
+    values : fill the value rows ``Vh, Vs`` of ``out``. With clean labels they are
+        the same at every step (``-2 eta ||xi_i||_1`` and ``-2 eta ||mu||``, laws 1-2),
+        so a loop may fill them once and pass ``False`` (only with ``clean``).
 
     Returns
     -------
@@ -337,26 +343,28 @@ def signgd_direction(x: FlatState, c: np.ndarray, eta_l1: np.ndarray, eta_mu: fl
         margin *= c
     abs_l = expit(-margin)                            # (n, R) |l'|
     P = S[0] * S[1]                                   # (2, n, R) [S_ss S_sn, S_ns S_nn]
-    if not np.minimum.reduce(P, axis=None) * np.minimum.reduce(abs_l, axis=None) > SAFE_WEIGHT:
+    P *= abs_l                                        # |l'_i| S_ls S_ln
+    if not np.minimum.reduce(P, axis=None) > SAFE_WEIGHT:     # (also NaN: the caller raises)
         return _signgd_log_direction(x, c, eta_l1, eta_mu, clean=clean, out=out)
-    sDh = np.subtract(Vs, Vh) if clean else -c * (Vh - Vs)   # (n, R) sigma_i Dh_i
     np.divide(P[0], P[1], out=Ssum[0])                # r_i (Ssum[0] is free now)
+    sDh = np.subtract(Vs, Vh) if clean else -c * (Vh - Vs)   # (n, R) sigma_i Dh_i
     np.multiply(Qs, Ssum[0], out=T)
     T += Qh                                           # (m_k, n, R) sign of law 4
     np.sign(H, out=DQKn)
     f = np.sign(sDh)
     f *= eta_l1                                       # (n, R) eta ||xi_i||_1 sD_i
-    DQKn *= f                                      # laws 3 and 4
-    P *= abs_l
+    DQKn *= f                                         # laws 3 and 4
     P *= sDh                                          # (2, n, R) weights of gQ, -gK
     _dot("lsir,lxir->lsr", H, P[:, None], 2, out=DQKs[:, :, 0])  # [gQ, -gK] (laws 5, 6)
     np.sign(DQKs, out=DQKs)
     DQKs[0] *= eta_mu
     DQKs[1] *= -eta_mu
-    np.multiply(-2.0 * eta_l1, c, out=DVh)         # sign(hV_i) = sigma_i (law 2)
     if clean:
-        DVs.fill(-2.0 * eta_mu)                    # law 1
+        if values:
+            np.multiply(-2.0, eta_l1, out=DVh)        # law 2
+            DVs.fill(-2.0 * eta_mu)                   # law 1
     else:
+        np.multiply(-2.0 * eta_l1, c, out=DVh)        # sign(hV_i) = sigma_i
         np.sign(np.add.reduce(-c * abs_l * Ssum[1], axis=0), out=DVs[0])
         DVs *= 2.0 * eta_mu
     return margin, S

@@ -25,8 +25,8 @@ import scipy.sparse as sp
 from scipy.special import expit
 
 from .config import SimulationConfig
-from .history import History
-from .model import (Forward, Layout, forward_from_projections, logistic_loss,
+from .history import History, allocate_recorded
+from .model import (Forward, Layout, forward_from_projections, held_out_statistics, logistic_loss,
                     output_gradient_coefficients)
 from .optimizers import SignGD, make_optimizer
 from .problem import (L, EngineLayout, TrainingProblem, build_problem, engine_layout,
@@ -109,11 +109,7 @@ def held_out_metrics(W: np.ndarray, problem: TrainingProblem) -> dict[str, np.nd
 def _held_out_metrics(proj: np.ndarray, problem: TrainingProblem) -> dict[str, np.ndarray]:
     """:func:`held_out_metrics` from the test projections ``proj`` (R, n_test, L, M)."""
     fw = forward_from_projections(proj, problem.layout)
-    margin = problem.test_y * fw.f
-    return {"test_loss": logistic_loss(margin).mean(-1),
-            "test_error": (margin <= 0).mean(-1),
-            "test_margin_mean": margin.mean(-1),
-            "test_margin_std": margin.std(-1)}
+    return held_out_statistics(problem.test_y * fw.f)
 
 
 class _Recorder:
@@ -211,17 +207,7 @@ def _check_finite(step: int, margin: np.ndarray, problem: TrainingProblem) -> No
         r, i = np.argwhere(bad)[0]
         raise NonFiniteError(
             f"non-finite output at step {step} (run seed {problem.seeds[r]}, sample {i}): "
-            f"f = {margin[r, i] * problem.y[r, i]!r}; lower eta or sigma_0")
-
-
-def _allocate(config: SimulationConfig, T: int) -> dict[str, np.ndarray]:
-    R, n, m_k = config.n_seeds, config.n, config.m_k
-    shapes = {"wall_time": (T,), "train_loss": (T, R), "train_error": (T, R),
-              "test_loss": (T, R), "test_error": (T, R), "test_margin_mean": (T, R),
-              "test_margin_std": (T, R), "margin": (T, R, n), "lprime": (T, R, n),
-              "Vs": (T, R), "Vn": (T, R, n), "Qs": (T, R, m_k), "Ks": (T, R, m_k),
-              "Qn": (T, R, m_k, n), "Kn": (T, R, m_k, n), "softmax": (T, R, n, 2, 2)}
-    return {name: np.empty(shape) for name, shape in shapes.items()}
+            f"f = {float(margin[r, i] * problem.y[r, i])}; lower eta or sigma_0")
 
 
 # ---------------------------------------------------------------------------
@@ -409,7 +395,7 @@ def train(config: SimulationConfig, *, progress: bool = False,
     margin, lprime = np.empty((R, n)), np.empty((R, n))
     engine = _Step(problem, eng, Wb, Wd, Gb, Gd, proj, margin, lprime, config.eta)
     rec_steps = record_steps(config.steps, config.record_every)
-    buf = _allocate(config, rec_steps.size)
+    buf = allocate_recorded(config, rec_steps.size)
     underflow_step = np.full(problem.y.shape, -1, dtype=np.int64)
     bar = Progress(config.steps, f"{config.optimizer} x{config.n_seeds}", enabled=progress)
     start = time.perf_counter()

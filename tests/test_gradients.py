@@ -141,7 +141,7 @@ def test_forward_softmax_rows_sum_to_one_and_match_exp():
 def decimal_loss(W, X, y, layout):
     """Training loss of one run in ``Decimal`` arithmetic (plain loops).
     ``W`` (M, D), ``X`` (n, 2, D), ``y`` (n,) are lists of Decimals."""
-    M, D = len(W), len(W[0])
+    D = len(W[0])
     one = Decimal(1)
 
     def dot(a, b):

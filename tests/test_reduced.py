@@ -333,3 +333,69 @@ def test_sign_stable_stretches_equal_the_step_by_step_loop(monkeypatch, changes)
     for name in QUANTITIES + ("test_loss", "test_error"):
         assert _rel_error(plain[name], fast[name]) < RTOL, name
     np.testing.assert_array_equal(plain["underflow_step"], fast["underflow_step"])
+
+
+@pytest.mark.parametrize("R", [20, 80], ids=["vecdot-runs", "einsum-runs"])
+@pytest.mark.parametrize("label_flip", [0.0, 0.3], ids=["clean", "flips"])
+@pytest.mark.parametrize("scale", [1.0, 60.0], ids=["plain-weights", "log-weights"])
+def test_flat_signgd_step_equals_the_sign_kernels_and_signgd(R, label_flip, scale):
+    """The fused SignGD step of the fast path (reduced_dynamics.signgd_direction)
+    against attention + gradient_signs + SignGD.step, on random states: the steps
+    are equal exactly; margins and softmax agree to rounding (1e-14 absolute; they
+    are of order 1 here). ``scale = 60`` makes scores of about 1000, where the
+    weights underflow and both take the log-weight path."""
+    from simulator.reduced_dynamics import flat_state, signgd_direction, state_size
+    from simulator.reduced_optimizers import SignGD
+
+    config = SimulationConfig(engine="reduced", reduced_init="distribution", n=6, s=7,
+                              m_k=3, m_v=2, sigma_0=0.3, label_flip=label_flip)
+    b = build_reduced_batch(config, np.arange(20, 20 + R))
+    c = b.c
+    clean = bool((c == 1.0).all())
+    QKn, Vh = b.QKn * scale, b.Vh + (400.0 if scale > 1 else 0.0)
+    att = attention(b.QKs, QKn, b.Vs, Vh, c)
+    expected = SignGD(config.eta, b.mag).step(
+        gradient_signs(att, b.QKs, QKn, b.Vs, Vh, c, clean=clean), None, 0)[0]
+    m_k, n = config.m_k, config.n
+    x = flat_state(np.empty((state_size(m_k, n), R)), m_k, n)
+    x.QKn[...], x.QKs[...], x.Vh[...], x.Vs[...] = QKn, b.QKs, Vh, b.Vs
+    before = x.X.copy()
+    d = flat_state(np.full_like(x.X, np.nan), m_k, n)
+    margin, S = signgd_direction(x, c, config.eta * b.mag.l1, config.eta * config.mu_norm,
+                                 clean=clean, out=d)
+    np.testing.assert_array_equal(x.X, before, err_msg="state modified")
+    for name, got, want in zip(("QKn", "QKs", "Vh", "Vs"), d[1:], expected):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    np.testing.assert_allclose(margin, att.margin, rtol=0, atol=1e-14 * max(1, np.abs(att.margin).max()))
+    np.testing.assert_allclose(S[0], att.S_noise, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(S[1], att.S_sig, rtol=0, atol=1e-14)
+
+
+def test_sign_stable_stretches_equal_the_plain_loop_through_underflow(monkeypatch):
+    """Stretches against the step-by-step loop where the weights underflow (the
+    config of the underflow test above: l' reaches 0 in float64 and the log-weight
+    signs are used), recorded every step."""
+    import simulator.reduced as reduced
+
+    config = SimulationConfig(engine="reduced", d=10**7, n=4, s=20, steps=300, eta=0.05,
+                              n_test=10, seed=0)
+    fast = _reduced(config).history
+    assert (fast["underflow_step"] > 0).any()
+    monkeypatch.setattr(reduced, "SPECULATE_MAX_RUNS", 0)
+    plain = _reduced(config).history
+    for name in QUANTITIES + ("test_loss", "test_error"):
+        assert _rel_error(plain[name], fast[name]) < RTOL, name
+    np.testing.assert_array_equal(plain["underflow_step"], fast["underflow_step"])
+
+
+def test_a_run_does_not_depend_on_its_batch():
+    """Run r of a batch (plain loop, many runs) equals the same seed run alone
+    (stretches) to rounding, and each path is bit-for-bit reproducible."""
+    config = SimulationConfig(engine="reduced", reduced_init="distribution", steps=600,
+                              n_test=50, n_seeds=5, seed=3, label_flip=0.1)
+    batch = _reduced(config).history
+    again = _reduced(config).history
+    alone = _reduced(config.replace(seed=5, n_seeds=1)).history
+    for name in QUANTITIES + ("test_loss",):
+        np.testing.assert_array_equal(batch[name], again[name], err_msg=name)
+        assert _rel_error(batch[name][:, 2:3], alone[name]) < RTOL, name
