@@ -55,8 +55,9 @@ def test_adam_vs_signgd_quick_shows_sign_likeness_and_where_it_ends(tmp_path):
     ex = load("adam_vs_signgd")
     res = ex.main(["--quick", "--out", str(tmp_path)])
     sign, adam0, adam = res["signgd"], res["adam b=(0,0) eps=0"], res["adam b=(0.9,0.999)"]
-    # beta1 = beta2 = eps = 0: Adam's step is G / |G| = sign(G), exactly
-    assert max(adam0["gap"].values()) == 0.0
+    # beta1 = beta2 = eps = 0: Adam's step is G / |G| = sign(G), exactly; the weights
+    # agree to rounding (SignGD's path adds the same steps in another order)
+    assert max(adam0["gap"].values()) < 1e-12
     # both show Stages I-III at the same recorded steps (measured T1, T2, T3 = 50, 50, 250)
     for k in ("T1", "T2", "T3"):
         assert math.isfinite(sign["summary"][k]) and sign["summary"][k] == adam["summary"][k]

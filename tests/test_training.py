@@ -30,15 +30,27 @@ def test_adam_without_momentum_and_eps_is_signgd(tiny_config, eps):
     cfg = tiny_config.replace(steps=150)
     signgd = train(cfg).history
     adam = train(cfg.replace(optimizer="adam", beta1=0.0, beta2=0.0, eps=eps)).history
-    for name in set(signgd.arrays) - SKIP:
-        assert np.array_equal(signgd[name], adam[name]), name
+    assert_same_to_rounding(signgd, adam)
+
+
+def assert_same_to_rounding(a, b):
+    """Equal up to float rounding. The SignGD path keeps each sample's common block
+    shift apart from the stored weights (``training._Step``), so it adds the same
+    steps in another order than the generic optimizer path: the weights agree to a
+    few ulps, not bit for bit. Counts (errors, underflow steps) must agree exactly."""
+    for name in set(a.arrays) - SKIP:
+        x, y = a[name], b[name]
+        if x.dtype.kind != "f" or name.endswith("error"):
+            assert np.array_equal(x, y), name
+        else:
+            scale = max(1.0, float(np.abs(x).max()))
+            np.testing.assert_allclose(y, x, rtol=0, atol=1e-12 * scale, err_msg=name)
 
 
 def test_signum_without_momentum_is_signgd(tiny_config):
     a = train(tiny_config).history
     b = train(tiny_config.replace(optimizer="signum", beta1=0.0)).history
-    for name in set(a.arrays) - SKIP:
-        assert np.array_equal(a[name], b[name]), name
+    assert_same_to_rounding(a, b)
 
 
 def test_gd_one_step_by_hand(tiny_config):
