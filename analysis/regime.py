@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from simulator import History
+from simulator.data import expected_shared_coordinates
 
 from .fits import heldout_hit_fraction
 from .quantities import Quantities, recorded
@@ -52,8 +53,9 @@ def conditions(history: History, q: Quantities, r: int = 0) -> list[Condition]:
                   bool(q.clean[r].all()),
                   "laws 1-6 assume y_i = y_clean_i and the signal in patch 1"),
     ]
-    expected_shared = n * n * s * s / (2 * d) if cfg.noise == "sparse" else math.inf
-    out.append(Condition("expected shared coordinates n^2 s^2 / (2d)", expected_shared, "< 1",
+    expected_shared = (expected_shared_coordinates(n, s, d) if cfg.noise == "sparse"
+                       else math.inf)             # about n (n-1) s^2 / (2d)
+    out.append(Condition("expected shared coordinates ~ n(n-1) s^2 / (2d)", expected_shared, "< 1",
                          expected_shared < 1,
                          "disjoint supports: samples sharing coordinates break laws 2-4"))
     shared_frac = float((q.shared[r] > 0).mean())
