@@ -8,7 +8,8 @@ the step needs anyway.
 
 The weights are held as :class:`~simulator.problem.EngineLayout` describes: each
 sample's own noise coordinates in a block (``W x`` is ``|x_i| @ Wb[i]``, and a SignGD
-step of the block is ``Wb <- Wb - eta sign(dL/d(W x_i))``), the rest (coordinate 0,
+step moves every slot of block ``i`` by the same ``-eta sign(dL/d(W x_i))``, kept as one
+shift per sample, see ``_Step``), the rest (coordinate 0,
 shared coordinates) in a small dense part. This is the same SignGD / GD / Adam step
 on the same weights, at ``n (s + 1) M`` instead of ``n L D M`` multiply-adds; the
 weights on the basis, ``(R, M, D)``, are written back for records and at the end.
@@ -21,7 +22,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.special import expit
 
 from .config import SimulationConfig
@@ -60,22 +60,14 @@ def theory_quantities(W: np.ndarray, fw: Forward, problem: TrainingProblem) -> d
     ``||mu|| W[:, coordinate 0]``, or ``W mu`` when the problem has a
     ``signal_direction`` ``mu`` (real images, :mod:`simulator.digits`).
     """
+    lay = problem.layout
     signal_pos = problem.stacked("signal_position")                        # (R, n)
+    first = bool((signal_pos == 0).all())
     perm = np.stack([signal_pos, 1 - signal_pos], axis=-1)                   # (R, n, 2)
     if problem.signal_direction is None:                  # mu = ||mu|| e_0
-        w_signal = W[:, :, 0]                                                # (R, M)
+        mu, w_signal = problem.config.mu_norm, W[:, :, 0]                    # (R, M)
     else:                                                  # a general mu (simulator/digits.py)
-        w_signal = np.einsum("rmd,rd->rm", W, problem.signal_direction)     # <w, mu>
-    return _theory_quantities(w_signal, fw, problem, perm, bool((signal_pos == 0).all()))
-
-
-def _theory_quantities(w_signal: np.ndarray, fw: Forward, problem: TrainingProblem,
-                       perm: np.ndarray, first: bool) -> dict[str, np.ndarray]:
-    """:func:`theory_quantities` from the signal weights ``w_signal`` (R, M) (``W[:, :, 0]``,
-    or ``W mu`` for a general ``mu``) and the patch order ``perm`` (R, n, 2) = (signal
-    patch, noise patch); ``first``: every signal patch is patch 0."""
-    lay = problem.layout
-    mu = problem.config.mu_norm if problem.signal_direction is None else 1.0
+        mu, w_signal = 1.0, np.einsum("rmd,rd->rm", W, problem.signal_direction)  # <w, mu>
     if first:
         noise_proj = fw.proj[:, :, 1, :]                                     # (R, n, M)
     else:
@@ -103,102 +95,16 @@ def _theory_quantities(w_signal: np.ndarray, fw: Forward, problem: TrainingProbl
 
 def held_out_metrics(W: np.ndarray, problem: TrainingProblem) -> dict[str, np.ndarray]:
     """Test loss, test error and test margin statistics, each (R,)."""
-    return _held_out_metrics(held_out_projections(W, problem), problem)
-
-
-def _held_out_metrics(proj: np.ndarray, problem: TrainingProblem) -> dict[str, np.ndarray]:
-    """:func:`held_out_metrics` from the test projections ``proj`` (R, n_test, L, M)."""
-    fw = forward_from_projections(proj, problem.layout)
+    fw = forward_from_projections(held_out_projections(W, problem), problem.layout)
     return held_out_statistics(problem.test_y * fw.f)
 
 
-class _Recorder:
-    """The recorded quantities of a step, from the engine's storage (built once per
-    :func:`train`). Index arrays are precomputed, so that a record costs a few
-    vectorized operations; its numbers are those of :func:`theory_quantities` and
-    :func:`held_out_metrics` on the basis weights.
-
-    Signal and test-noise columns are read straight from the engine's storage
-    ``[blocks (n B rows); dense part (Dd rows); untouched columns (F rows)]`` of each
-    run, with the sign a block stores its weights with. Test noise inside the basis
-    is one block-diagonal CSR matrix over all runs, with the entries of each row in
-    the order of ``problem.test_in_basis`` (so the sums are the same).
-    """
-
-    def __init__(self, problem: TrainingProblem, eng: EngineLayout):
-        self.problem, self.eng = problem, eng
-        R, n, D = problem.R, problem.y.shape[1], problem.D
-        lay = problem.layout
-        # problems with a general signal patch (simulator/digits.py) take the plain path
-        self.plain = problem.signal_direction is not None or problem.test_signal_in_basis is not None
-        signal_pos = problem.stacked("signal_position")                    # (R, n)
-        self.first = bool((signal_pos == 0).all())
-        self.perm = np.stack([signal_pos, 1 - signal_pos], axis=-1)          # (R, n, 2)
-        test_pos = problem.test_signal_position
-        self.test_first = bool((test_pos == 0).all())
-        self.test_proj = np.empty(problem.test_y.shape + (L, lay.M))        # (R, n_test, L, M)
-        if self.plain:
-            return
-        # storage row and sign of every basis column, per run
-        nB = n * eng.B
-        src = np.full((R, D), -1, dtype=np.int64)
-        sign = np.ones((R, D))
-        r_b = np.nonzero(eng.block_real)
-        src[r_b[0], eng.block_cols[r_b]] = r_b[1] * eng.B + r_b[2]
-        sign[r_b[0], eng.block_cols[r_b]] = eng.block_sign[r_b][:, 0]
-        r_d = np.nonzero(eng.dense_real)
-        src[r_d[0], eng.dense_cols[r_d]] = nB + r_d[1]
-        need = np.zeros((R, D), dtype=bool)
-        need[:, 0] = True
-        for r, csr in enumerate(problem.test_in_basis):
-            need[r, csr.indices] = True
-        untouched = need & (src < 0)
-        F = int(untouched.sum(1).max())
-        self.frozen = np.zeros((R, F, lay.M))                               # W_0 columns
-        for r in range(R):
-            cols = np.flatnonzero(untouched[r])
-            src[r, cols] = nB + eng.Dd + np.arange(cols.size)
-            self.frozen[r, :cols.size] = problem.W0[r][:, cols].T
-        rows = nB + eng.Dd + F                                              # storage rows per run
-        self.rows = rows
-        self.col0 = np.arange(R) * rows + src[:, 0]                          # (R,) flat storage row
-        self.sign0 = sign[:, 0, None]                                        # (R, 1)
-        data, indices, indptr = [], [], [np.zeros(1, dtype=np.int64)]
-        for r, csr in enumerate(problem.test_in_basis):
-            data.append(csr.data * sign[r, csr.indices])
-            indices.append(r * rows + src[r, csr.indices])
-            indptr.append(csr.indptr[1:] + indptr[-1][-1])
-        n_test = problem.test_y.shape[1]
-        self.test_noise = sp.csr_matrix(
-            (np.concatenate(data), np.concatenate(indices), np.concatenate(indptr)),
-            shape=(R * n_test, R * rows))
-
-    def storage(self, Wb: np.ndarray, Wd: np.ndarray) -> np.ndarray:
-        """(R * rows, M): the engine's weights, one row per stored column."""
-        R = Wb.shape[0]
-        parts = [Wb.reshape(R, -1, Wb.shape[-1]), Wd.transpose(0, 2, 1), self.frozen]
-        return np.concatenate(parts, axis=1).reshape(R * self.rows, -1)
-
-    def record(self, Wb, Wd, W, fw: Forward) -> dict[str, np.ndarray]:
-        problem = self.problem
-        if self.plain:
-            _store_weights(Wb, Wd, self.eng, W)
-            return {**theory_quantities(W, fw, problem), **held_out_metrics(W, problem)}
-        st = self.storage(Wb, Wd)
-        w_signal = st[self.col0] * self.sign0                               # (R, M) W[:, :, 0]
-        R, n_test = problem.test_y.shape
-        noise = problem.test_frozen + (self.test_noise @ st).reshape(R, n_test, -1)
-        signal = problem.test_signal[..., None] * w_signal[:, None, :]      # (R, n_test, M)
-        proj = self.test_proj
-        if self.test_first:
-            proj[:, :, 0, :] = signal
-            proj[:, :, 1, :] = noise
-        else:
-            pos = problem.test_signal_position[..., None, None]
-            proj[...] = np.where(np.arange(L)[:, None] == pos, signal[:, :, None, :],
-                                 noise[:, :, None, :])
-        return {**_theory_quantities(w_signal, fw, problem, self.perm, self.first),
-                **_held_out_metrics(proj, problem)}
+def _record(W: np.ndarray, engine: "_Step", eng: EngineLayout,
+            problem: TrainingProblem) -> dict[str, np.ndarray]:
+    """The recorded quantities and test metrics of the engine's current weights,
+    written back into the basis weights ``W`` (R, M, D) first."""
+    _store_weights(engine.blocks(), engine.Wd, eng, W)
+    return {**theory_quantities(W, engine.fw, problem), **held_out_metrics(W, problem)}
 
 
 def _check_finite(step: int, margin: np.ndarray, problem: TrainingProblem) -> None:
@@ -411,7 +317,6 @@ def train(config: SimulationConfig, *, progress: bool = False,
     optimizer = make_optimizer(config)
     R, n = problem.y.shape
     eng = engine_layout(problem)
-    recorder = _Recorder(problem, eng)
     W = problem.W0.copy()                  # (R, M, D); written from Wb, Wd when recording
     Wb, Wd = _engine_arrays(R, n, layout.M, eng)
     _load_weights(W, eng, Wb, Wd)
@@ -447,7 +352,7 @@ def train(config: SimulationConfig, *, progress: bool = False,
             row = {"wall_time": time.perf_counter() - start,
                    "train_loss": logistic_loss(margin).mean(-1),
                    "train_error": (margin <= 0).mean(-1), "margin": margin,
-                   "lprime": lprime, **recorder.record(engine.blocks(), Wd, W, engine.fw)}
+                   "lprime": lprime, **_record(W, engine, eng, problem)}
             if not np.isfinite(row["test_margin_mean"]).all():
                 raise NonFiniteError(f"non-finite test output at step {t}; lower eta or sigma_0")
             for name, value in row.items():
