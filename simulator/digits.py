@@ -58,7 +58,7 @@ from .config import ConfigError, SimulationConfig
 from .data import NoisyDataset
 from .initialization import initial_weights
 from .model import Layout
-from .problem import L, TrainingProblem, _split_test_noise
+from .problem import L, TrainingProblem, split_test_noise, trained_fraction
 
 PIXELS = 64                        # 8 x 8 images, coordinates 0 .. 63
 DIGITS_NOISE_KINDS = ("sparse", "dense", "none")
@@ -325,7 +325,7 @@ def build_digits_problem(data: DigitsData, config: SimulationConfig | None = Non
         signal_direction[r, :PIXELS] = run.mu
     W0 = np.stack([initial_weights(int(seed), M, c, config.sigma_0)
                    for seed, c in zip(seeds, coords)])                   # (R, M, D)
-    split = [_split_test_noise(run.test_noise, basis, D, int(seed), config)
+    split = [split_test_noise(run.test_noise, basis, D, int(seed), config)
              for run, basis, seed in zip(runs, bases, seeds)]
     test_signal_in_basis = [sp.csr_matrix(np.pad(run.test_x1, ((0, 0), (0, D - PIXELS))))
                             for run in runs]                               # (n_test, D) each
@@ -336,7 +336,7 @@ def build_digits_problem(data: DigitsData, config: SimulationConfig | None = Non
         train=[run.noise for run in runs], test=[run.test_noise for run in runs],
         test_frozen=np.stack([s[1] for s in split]),
         test_in_basis=[s[0] for s in split],
-        test_overlap_fraction=np.array([s[2] for s in split]),
+        test_overlap_fraction=np.array([trained_fraction(run.test_noise, run.noise) for run in runs]),
         test_y=test_y, test_signal=test_y * data.image_norm,
         test_signal_position=np.zeros(test_y.shape, dtype=np.int64),
         test_signal_in_basis=test_signal_in_basis, signal_direction=signal_direction)

@@ -91,7 +91,7 @@ def patches_in_basis(dataset: NoisyDataset, basis: np.ndarray, D: int) -> np.nda
     return X
 
 
-def _split_test_noise(dataset: NoisyDataset, basis: np.ndarray, D: int, seed: int,
+def split_test_noise(dataset: NoisyDataset, basis: np.ndarray, D: int, seed: int,
                       config: SimulationConfig):
     """Split test noise into a sparse part inside the basis and the frozen
     projection ``W_0 xi`` of the part outside it."""
@@ -107,8 +107,7 @@ def _split_test_noise(dataset: NoisyDataset, basis: np.ndarray, D: int, seed: in
         W_fresh = initial_weights(seed, config.n_weight_rows, fresh, config.sigma_0)  # (M, F)
         contrib = W_fresh[:, inverse] * values[~inside]                              # (M, nnz)
         np.add.at(frozen.T, (slice(None), rows[~inside]), contrib)
-    overlap = inside.sum() / max(support.size, 1)
-    return in_basis, frozen, overlap
+    return in_basis, frozen
 
 
 def trained_fraction(test: NoisyDataset, train: NoisyDataset) -> float:
@@ -130,7 +129,7 @@ def build_problem(config: SimulationConfig) -> TrainingProblem:
     X = np.stack([patches_in_basis(ds, b, D) for ds, b in zip(train, bases)])
     W0 = np.stack([initial_weights(int(seed), config.n_weight_rows, c, config.sigma_0)
                    for seed, c in zip(seeds, coords)])
-    split = [_split_test_noise(ds, b, D, int(seed), config)
+    split = [split_test_noise(ds, b, D, int(seed), config)
              for ds, b, seed in zip(test, bases, seeds)]
     return TrainingProblem(
         config=config, layout=Layout.of(config), seeds=seeds, coords=coords, X=X,

@@ -76,9 +76,9 @@ from .config import ConfigError, SimulationConfig
 from .data import DATA_STREAM, TEST_STREAM, draw_training_set
 from .history import History, allocate_recorded
 from .initialization import initial_weights
-from .model import Layout, held_out_statistics, logistic_loss
+from .model import Layout, held_out_statistics, logistic_loss, loss_derivative
 from .progress import Progress
-from .reduced_dynamics import (attention, gradient, gradient_signs, loss_derivative,
+from .reduced_dynamics import (attention, gradient, gradient_signs,
                                flat_state, signgd_direction, state_size)
 from .reduced_optimizers import Magnitudes, SignGD, make_reduced_optimizer
 

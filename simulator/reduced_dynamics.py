@@ -59,6 +59,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import expit
 
+from .model import loss_derivative  # l' = -1 / (1 + exp(margin)), shared with the full engine
+
 
 class Attention(NamedTuple):
     """Forward pass of the reduced state (run axis last)."""
@@ -105,11 +107,6 @@ def attention(QKs: np.ndarray, QKn: np.ndarray, Vs: np.ndarray, Vh: np.ndarray,
     SV += S_noise * Vh                                # (2, n, R) S_ls Vs + S_ln Vh
     margin = c * (SV[0] + SV[1])                      # (n, R)
     return Attention(dK, gap, S_sig, S_noise, margin)
-
-
-def loss_derivative(margin: np.ndarray) -> np.ndarray:
-    """``l' = -1 / (1 + exp(margin))`` in float64: exactly 0 once ``margin > ~745``."""
-    return -expit(-margin)
 
 
 def gradient(att: Attention, QKs: np.ndarray, QKn: np.ndarray, Vs: np.ndarray,
