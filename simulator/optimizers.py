@@ -85,6 +85,16 @@ class Signum:
         return np.sign(m), m
 
 
+#: Optimizers whose step moves a coordinate by about ``eta`` whatever the gradient's
+#: size (the sign-like methods the theory's SignGD predictions speak of).
+SIGN_LIKE = ("signgd", "adam", "signum", "lion")
+
+
+def is_sign_like(name: str) -> bool:
+    """Whether the optimizer ``name`` is sign-like (SignGD's closed forms apply to it)."""
+    return name in SIGN_LIKE
+
+
 def make_optimizer(config: SimulationConfig) -> Optimizer:
     """The optimizer named by ``config.optimizer``."""
     if config.optimizer == "signgd":
