@@ -4,23 +4,19 @@ A pure-NumPy simulator of the setting of Li et al. (2024), "On the Optimization 
 Generalization of Two-layer Transformers with Sign Gradient Descent".
 
 >>> from simulator import SimulationConfig, train
->>> result = train(SimulationConfig(steps=100))
->>> result.history["train_loss"].shape
+>>> history = train(SimulationConfig(steps=100))
+>>> history["train_loss"].shape
 (101, 1)
 """
 
 from .config import ConfigError, SimulationConfig
 from .history import History
-from .training import NonFiniteError, TrainingResult, train
+from .training import NonFiniteError, train
 
-__all__ = ["ConfigError", "History", "NonFiniteError", "SimulationConfig", "TrainingResult",
-           "train", "run"]
-__version__ = "0.1.0"
+__all__ = ["ConfigError", "History", "NonFiniteError", "SimulationConfig", "train", "run"]
+__version__ = "0.2.0"
 
 
 def run(config: SimulationConfig, *, progress: bool = False) -> History:
-    """Run ``config`` on its engine and return the recorded history."""
-    if config.engine == "reduced":
-        from .reduced import train_reduced
-        return train_reduced(config, progress=progress).history
-    return train(config, progress=progress).history
+    """Run ``config`` on its engine and return the recorded history (same as :func:`train`)."""
+    return train(config, progress=progress)

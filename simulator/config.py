@@ -30,7 +30,9 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any
 
-OPTIMIZERS = ("signgd", "gd", "adam", "signum", "normgd")
+from .optimizers import names as _optimizer_names
+
+OPTIMIZERS = _optimizer_names()
 NOISE_KINDS = ("sparse", "dense", "none")
 SIGNAL_POSITIONS = ("first", "random")
 ENGINES = ("full", "reduced")
@@ -85,12 +87,18 @@ class SimulationConfig:
 
     # --- optimizer (section 3) ---
     optimizer: str = "signgd"
+    """One of the registered optimizers (:mod:`simulator.optimizers`)."""
     eta: float = 5e-5
     """Learning rate. One SignGD step moves a noise inner product by
     ``eta ||xi||_1 ~ 8e-4``, small next to the initial ``|Qn + Kn| ~ 3e-2``."""
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
+    beta1: float | None = None
+    """First moment decay (Adam, Signum, Lion); ``None``: the optimizer's own
+    default (0.9 for each)."""
+    beta2: float | None = None
+    """Second moment decay (Adam) or momentum decay (Lion); ``None``: the
+    optimizer's own default (Adam 0.999, Lion 0.99)."""
+    eps: float | None = None
+    """Adam's denominator offset; ``None``: Adam's default 1e-8."""
     steps: int = 4000
     """Training steps: enough for the training loss to fall below ``1e-3``."""
 
@@ -179,8 +187,8 @@ def _int_rule(lo, hi=None):
     return ("int", lo, hi)
 
 
-def _float_rule(lo, hi=None, lo_open=False, hi_open=False):
-    return ("float", lo, hi, lo_open, hi_open)
+def _float_rule(lo, hi=None, lo_open=False, hi_open=False, optional=False):
+    return ("float", lo, hi, lo_open, hi_open, optional)
 
 
 def _choice_rule(options):
@@ -202,9 +210,9 @@ _RULES: dict[str, tuple] = {
     "sigma_0": _float_rule(0.0, lo_open=True),
     "optimizer": _choice_rule(OPTIMIZERS),
     "eta": _float_rule(0.0, lo_open=True),
-    "beta1": _float_rule(0.0, 1.0, hi_open=True),
-    "beta2": _float_rule(0.0, 1.0, hi_open=True),
-    "eps": _float_rule(0.0),
+    "beta1": _float_rule(0.0, 1.0, hi_open=True, optional=True),
+    "beta2": _float_rule(0.0, 1.0, hi_open=True, optional=True),
+    "eps": _float_rule(0.0, optional=True),
     "steps": _int_rule(0),
     "seed": _int_rule(0, 2**63 - 1),
     "n_seeds": _int_rule(1),
@@ -238,7 +246,9 @@ def _validate(cfg: SimulationConfig) -> None:
                 rng = f"between {lo}{upper}" if hi is not None else f">= {lo}"
                 raise ConfigError(f"{f.name} must be an integer {rng}, got {value}")
         elif kind == "float":
-            lo, hi, lo_open, hi_open = rule[1:]
+            lo, hi, lo_open, hi_open, optional = rule[1:]
+            if optional and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ConfigError(f"{f.name} must be a number, got {value!r}")
             value = float(value)

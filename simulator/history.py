@@ -1,42 +1,15 @@
-"""Recorded history of a batch of runs, and its on-disk form.
+"""The recorded history of a batch of runs: its one schema, the recorder that fills
+it, and its on-disk form.
 
-A run directory holds ``config.json`` (the full config), ``history.npz`` (the arrays
-below, loadable with ``allow_pickle=False``) and figures. ``analysis/`` works from
-these files alone.
+:data:`SCHEMA` declares every array once (name, shape in the dimension names of
+:mod:`simulator.config`, dtype, meaning). The recorder of both engines, the history
+file, the loader's shape checks, the hand-built histories of the tests
+(:func:`analysis.synthetic.make_history`) and the docs (:func:`schema_table`) all
+take it from there. Every field means the same in both engines.
 
-Recorded arrays (``T`` recorded steps, ``R`` runs; section-4 names of ``SETTING.md``):
-
-================= ================ ==================================================
-name              shape            meaning
-================= ================ ==================================================
-step              (T,)             training step of each record (state before update)
-wall_time         (T,)             seconds since training started
-train_loss        (T, R)           ``L`` on the training set
-train_error       (T, R)           fraction of training samples with ``y f <= 0``
-test_loss         (T, R)           logistic loss on the held-out test set
-test_error        (T, R)           fraction of test samples with ``y f <= 0``
-test_margin_mean  (T, R)           mean of ``y f`` over the test set
-test_margin_std   (T, R)           standard deviation of ``y f`` over the test set
-margin            (T, R, n)        training margins ``y_i f(X_i)``
-lprime            (T, R, n)        loss derivatives ``l'_i``
-Vs                (T, R)           mean value signal ``<vbar, mu>``
-Vn                (T, R, n)        mean value noise ``<vbar, y_i xi_i>``
-Qs, Ks            (T, R, m_k)      query / key signal ``<w_{Q,s}, mu>``, ``<w_{K,s}, mu>``
-Qn, Kn            (T, R, m_k, n)   query / key noise ``<w_{Q,s}, y_i xi_i>``, ...
-softmax           (T, R, n, 2, 2)  ``s_{i,lk}``; index 0 = signal patch, 1 = noise patch
-================= ================ ==================================================
-
-Per-run arrays (no ``T`` axis):
-
-==================== ========== ===================================================
-seeds                (R,)       seed of each run
-y, y_clean           (R, n)     observed labels / labels carried by the signal
-xi_l1, xi_l2         (R, n)     ``||xi_i||_1``, ``||xi_i||_2``
-signal_position      (R, n)     patch index of the signal (0 or 1)
-shared_coordinates   (R, n)     noise coordinates a sample shares with another
-underflow_step       (R, n)     first step with ``l'_i == 0`` exactly (-1: never)
-test_overlap_fraction (R,)      fraction of test noise coordinates that are trained
-==================== ========== ===================================================
+A run directory holds ``config.json`` (the full config), ``history.npz`` (the arrays,
+loadable with ``allow_pickle=False``) and figures. ``analysis/`` works from these
+files alone.
 """
 
 from __future__ import annotations
@@ -45,6 +18,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -54,30 +28,132 @@ from .io import atomic_write_with
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.npz"
 
-RECORDED = ("step", "wall_time", "train_loss", "train_error", "test_loss", "test_error",
-            "test_margin_mean", "test_margin_std", "margin", "lprime",
-            "Vs", "Vn", "Qs", "Ks", "Qn", "Kn", "softmax")
-PER_RUN = ("seeds", "y", "y_clean", "xi_l1", "xi_l2", "signal_position",
-           "shared_coordinates", "underflow_step", "test_overlap_fraction")
+
+class Field(NamedTuple):
+    """One array of a history."""
+
+    name: str
+    dims: tuple[str, ...]   # dimension names; "T" first for recorded arrays
+    dtype: str
+    meaning: str
+
+    @property
+    def recorded(self) -> bool:
+        """Recorded at every recorded step (leading ``T`` axis) rather than once per run."""
+        return self.dims[:1] == ("T",)
 
 
-def allocate_recorded(config: SimulationConfig, T: int) -> dict[str, np.ndarray]:
-    """Empty buffers for the ``RECORDED`` arrays but ``step`` (``T`` records of
-    ``config.n_seeds`` runs), shapes as in the module table; ``wall_time`` starts at 0."""
-    R, n, m_k = config.n_seeds, config.n, config.m_k
-    shapes = {"wall_time": (T,), "train_loss": (T, R), "train_error": (T, R),
-              "test_loss": (T, R), "test_error": (T, R), "test_margin_mean": (T, R),
-              "test_margin_std": (T, R), "margin": (T, R, n), "lprime": (T, R, n),
-              "Vs": (T, R), "Vn": (T, R, n), "Qs": (T, R, m_k), "Ks": (T, R, m_k),
-              "Qn": (T, R, m_k, n), "Kn": (T, R, m_k, n), "softmax": (T, R, n, 2, 2)}
-    buf = {name: np.empty(shape) for name, shape in shapes.items()}
-    buf["wall_time"][:] = 0.0
-    return buf
+SCHEMA: tuple[Field, ...] = (
+    Field("step", ("T",), "int64", "training step of each record (the state before that step's update)"),
+    Field("wall_time", ("T",), "float64", "seconds since training started"),
+    Field("train_loss", ("T", "R"), "float64", "training loss L"),
+    Field("train_error", ("T", "R"), "float64", "fraction of training samples with y f <= 0"),
+    Field("test_loss", ("T", "R"), "float64", "logistic loss on the held-out test set"),
+    Field("test_error", ("T", "R"), "float64", "fraction of test samples with y f <= 0"),
+    Field("test_margin_mean", ("T", "R"), "float64", "mean of y f over the test set"),
+    Field("test_margin_std", ("T", "R"), "float64", "standard deviation of y f over the test set"),
+    Field("margin", ("T", "R", "n"), "float64", "training margins y_i f(X_i)"),
+    Field("lprime", ("T", "R", "n"), "float64", "loss derivatives l'_i = -1 / (1 + exp(y_i f_i))"),
+    Field("Vs", ("T", "R"), "float64", "mean value signal <vbar, mu>"),
+    Field("Vn", ("T", "R", "n"), "float64", "mean value noise <vbar, y_i xi_i>"),
+    Field("Qs", ("T", "R", "m_k"), "float64", "query signal <w_{Q,s}, mu>"),
+    Field("Ks", ("T", "R", "m_k"), "float64", "key signal <w_{K,s}, mu>"),
+    Field("Qn", ("T", "R", "m_k", "n"), "float64", "query noise <w_{Q,s}, y_i xi_i>"),
+    Field("Kn", ("T", "R", "m_k", "n"), "float64", "key noise <w_{K,s}, y_i xi_i>"),
+    Field("softmax", ("T", "R", "n", "L", "L"), "float64",
+          "s_{i,lk}, query patch l on key patch k; index 0 = signal patch, 1 = noise patch"),
+    Field("seeds", ("R",), "int64", "seed of each run"),
+    Field("y", ("R", "n"), "float64", "observed labels"),
+    Field("y_clean", ("R", "n"), "float64", "labels carried by the signal patch"),
+    Field("xi_l1", ("R", "n"), "float64", "||xi_i||_1"),
+    Field("xi_l2", ("R", "n"), "float64", "||xi_i||_2"),
+    Field("signal_position", ("R", "n"), "int64", "patch index of the signal (0 or 1)"),
+    Field("shared_coordinates", ("R", "n"), "int64",
+          "noise coordinates sample i shares with another training sample"),
+    Field("underflow_step", ("R", "n"), "int64", "first step with l'_i == 0 exactly in float64 (-1: never)"),
+    Field("test_overlap_fraction", ("R",), "float64",
+          "fraction of the evaluated test inputs' noise coordinates that are trained "
+          "(0 in the reduced engine, whose test inputs lie on fresh supports)"),
+)
+FIELDS: dict[str, Field] = {f.name: f for f in SCHEMA}
+RECORDED = tuple(f.name for f in SCHEMA if f.recorded)
+PER_RUN = tuple(f.name for f in SCHEMA if not f.recorded)
+
+
+def dimensions(config: SimulationConfig, T: int) -> dict[str, int]:
+    """The size of every dimension name of :data:`SCHEMA` for ``config``."""
+    return {"T": T, "R": config.n_seeds, "n": config.n, "m_k": config.m_k, "L": 2}
+
+
+def shape_of(field: Field, dims: dict[str, int]) -> tuple[int, ...]:
+    return tuple(dims[d] for d in field.dims)
+
+
+def schema_table() -> str:
+    """The schema as a Markdown table (for the docs)."""
+    lines = ["| name | shape | meaning |", "|---|---|---|"]
+    lines += [f"| `{f.name}` | ({', '.join(f.dims)}) | {f.meaning} |" for f in SCHEMA]
+    return "\n".join(lines)
+
+
+def record_steps(steps: int, record_every: int) -> np.ndarray:
+    """Recorded steps: ``0, k, 2k, ...`` and always the last step."""
+    return np.union1d(np.arange(0, steps + 1, record_every, dtype=np.int64),
+                      np.array([steps], dtype=np.int64))
+
+
+class Recorder:
+    """Buffers of every :data:`SCHEMA` array of a batch, filled run chunk by run chunk.
+
+    An engine writes a chunk of runs ``rs`` (a slice): recorded values with
+    :meth:`write` (record index ``k``, values of shape ``(R_chunk, ...)``) and
+    per-run values with :meth:`write_per_run`. :meth:`history` checks that every
+    value is finite (a non-finite value names its field, step and run) and returns
+    the :class:`History`.
+    """
+
+    def __init__(self, config: SimulationConfig):
+        self.config = config
+        self.steps = record_steps(config.steps, config.record_every)
+        self.dims = dimensions(config, self.steps.size)
+        self.arrays = {f.name: np.zeros(shape_of(f, self.dims), dtype=f.dtype) for f in SCHEMA}
+        self.arrays["step"][:] = self.steps
+        self.arrays["underflow_step"][:] = -1
+
+    def write(self, k: int | slice, rs: slice, values: dict[str, np.ndarray]) -> None:
+        for name, value in values.items():
+            self.arrays[name][k, rs] = value
+
+    def write_per_run(self, rs: slice, values: dict[str, np.ndarray]) -> None:
+        for name, value in values.items():
+            self.arrays[name][rs] = value
+
+    def history(self) -> History:
+        for f in SCHEMA:
+            a = self.arrays[f.name]
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                idx = np.argwhere(~np.isfinite(a))[0]
+                where = (f"step {int(self.steps[idx[0]])}, run seed "
+                         f"{int(self.arrays['seeds'][idx[1]])}" if f.recorded and a.ndim > 1
+                         else f"run seed {int(self.arrays['seeds'][idx[0]])}")
+                from .training import NonFiniteError
+                raise NonFiniteError(f"non-finite {f.name} ({f.meaning}) at {where}: "
+                                     f"{a[tuple(idx)]}; {nonfinite_hint(self.config)}")
+        return History(self.config, self.arrays)
+
+
+def nonfinite_hint(config: SimulationConfig) -> str:
+    """The field that most likely made a value non-finite."""
+    big = {"sigma_p": config.sigma_p, "mu_norm": config.mu_norm}
+    name, value = max(big.items(), key=lambda kv: kv[1])
+    if value > 1e50:
+        return f"{name}={value:g} is beyond what float64 outputs can hold; lower {name}"
+    return "lower eta or sigma_0"
 
 
 @dataclass
 class History:
-    """The config of a batch of runs and its recorded arrays (see module doc)."""
+    """The config of a batch of runs and its recorded arrays (:data:`SCHEMA`)."""
 
     config: SimulationConfig
     arrays: dict[str, np.ndarray]
@@ -92,6 +168,12 @@ class History:
     def __contains__(self, name: str) -> bool:
         return name in self.arrays
 
+    def __repr__(self) -> str:
+        cfg = self.config
+        return (f"History({cfg.engine} engine, {cfg.optimizer}, {self.n_runs} run(s) x "
+                f"{cfg.steps} steps, {self.steps.size} records; arrays: "
+                f"{', '.join(self.arrays)})")
+
     @property
     def steps(self) -> np.ndarray:
         return self.arrays["step"]
@@ -104,13 +186,29 @@ class History:
         """The history of run ``r`` alone (still with an ``R = 1`` axis)."""
         out = {}
         for name, a in self.arrays.items():
-            if name in ("step", "wall_time"):
+            f = FIELDS.get(name)
+            if f is None or "R" not in f.dims:
                 out[name] = a
-            elif name in PER_RUN:
-                out[name] = a[r:r + 1]
-            else:
+            elif f.recorded:
                 out[name] = a[:, r:r + 1]
+            else:
+                out[name] = a[r:r + 1]
         return History(self.config.replace(seed=int(self.arrays["seeds"][r]), n_seeds=1), out)
+
+    def check(self) -> None:
+        """Raise ``ValueError`` (one line) unless every schema array is present with
+        the shape and kind the config implies."""
+        dims = dimensions(self.config, self.arrays["step"].shape[0] if "step" in self.arrays else 0)
+        for f in SCHEMA:
+            if f.name not in self.arrays:
+                raise ValueError(f"history has no array {f.name!r}")
+            a = self.arrays[f.name]
+            want = shape_of(f, dims)
+            if a.shape != want:
+                raise ValueError(f"history array {f.name} has shape {a.shape}, but the config "
+                                 f"implies {want} ({', '.join(f.dims)})")
+            if a.dtype.kind not in "iuf" or (f.dtype.startswith("int") and a.dtype.kind == "f"):
+                raise ValueError(f"history array {f.name} has dtype {a.dtype}, expected {f.dtype}")
 
     def save(self, run_dir: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``history.npz`` into ``run_dir`` atomically."""
@@ -123,7 +221,8 @@ class History:
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> "History":
-        """Read a run directory written by :meth:`save` (no pickle)."""
+        """Read a run directory written by :meth:`save` (no pickle), checked against
+        the schema."""
         run_dir = Path(run_dir)
         for name in (CONFIG_FILE, HISTORY_FILE):
             if not (run_dir / name).is_file():
@@ -131,7 +230,9 @@ class History:
         config = SimulationConfig.load(run_dir / CONFIG_FILE)
         with np.load(run_dir / HISTORY_FILE, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-        return cls(config, arrays)
+        history = cls(config, arrays)
+        history.check()
+        return history
 
     def to_bytes(self) -> bytes:
         """The ``.npz`` bytes of the arrays (for hashing and comparisons)."""

@@ -1,35 +1,42 @@
-"""The two-layer transformer: forward pass and hand-derived gradients (section 2).
+"""The two-layer transformer, once: forward pass and hand-derived backward pass
+(``docs/theory.md`` section 2).
 
-All weights are stacked into one array ``W`` of shape ``(R, M, D)`` with rows
+Both engines evaluate the model through :func:`attend` and differentiate it through
+:func:`attend_backward`: the full engine on the patch projections ``W x_l`` of its
+weights, the reduced engine on the same projections written in the theory's
+quantities. The finite-difference tests prove these functions, and these functions
+train.
+
+All weights of a run are stacked into one array ``W`` of shape ``(R, M, D)`` with rows
 ``[W_Q (m_k); W_K (m_k); W_{V,+1} (m_v); W_{V,-1} (m_v)]`` (see :func:`split`).
-Inputs are ``X`` of shape ``(R, n, L, D)`` with ``L = 2`` patches.
+Inputs are ``X`` of shape ``(R, n, L, D)``.
 
-Forward (one sample, patches ``x_1, x_2``)::
+Forward (one sample, patches ``x_1 .. x_L``)::
 
-    q_l = W_Q x_l,  k_l = W_K x_l                       # (m_k,)
-    z_lk = <q_l, k_k>                                    # no scaling
-    S_l2 = sigmoid(z_l2 - z_l1),  S_l1 = sigmoid(z_l1 - z_l2)   # softmax over 2 keys
+    q_l = W_Q x_l,  k_l = W_K x_l                        # (m_k,)
     u_k = <vbar, x_k>,  vbar = mean_r w_{V,+1,r} - mean_r w_{V,-1,r}
-    f = sum_l (S_l1 u_1 + S_l2 u_2)
+    z_lk = <q_l, k_k>                                     # no scaling
+    S_lk = exp(z_lk) / sum_k' exp(z_lk')                  # softmax over keys k
+    f = sum_l sum_k S_lk u_k
 
 Loss ``L = (1/n) sum_i log(1 + exp(-y_i f_i))`` and its derivative
 ``l'_i = -1 / (1 + exp(y_i f_i))``.
 
-Backward (one line per chain-rule step)::
+Backward (one line per chain-rule step; ``g = dL/df``)::
 
-    dL_df      = y l' / n
-    dL_du_k    = dL_df (S_1k + S_2k)
-    dL_dz_l2   = dL_df S_l1 S_l2 (u_2 - u_1)   =: delta_l     (cancellation free)
-    dL_dz_l1   = -delta_l
-    dL_dq_l    = delta_l (k_2 - k_1)
-    dL_dk_2    = sum_l delta_l q_l,   dL_dk_1 = -dL_dk_2
-    dL_dWV+_r  = sum_k dL_du_k x_k / m_v,   dL_dWV-_r = -dL_dWV+_r
-    dL_dW      = sum_{i,l} dL_dproj_il x_il^T                  # one batched matmul
+    dL_df     = y l' / n
+    dL_du_k   = g sum_l S_lk
+    dL_dz_lk  = g S_lk sum_k' S_lk' (u_k - u_k')          # cancellation free
+    dL_dq_l   = sum_k dL_dz_lk k_k
+    dL_dk_k   = sum_l dL_dz_lk q_l
+    dL_dWV+_r = sum_k dL_du_k x_k / m_v,   dL_dWV-_r = -dL_dWV+_r
+    dL_dW     = sum_{i,l} dL_dproj_il x_il^T               # one batched matmul
 
-The softmax is written with ``sigmoid`` of score gaps, so no ``exp`` overflows, and
-``dL_dz`` uses the exact two-patch form ``S_l1 S_l2 (u_2 - u_1)``, never the generic
-``S_lk (u_k - sum_k' S_lk' u_k')`` that loses ``S_l1`` below ``1e-16``
-(``SETTING.md`` section 8).
+``dL_dz`` is formed from the differences ``u_k - u_k'`` weighted by products of softmax
+outputs, never as ``S_lk (u_k - sum_k' S_lk' u_k')``: that generic form subtracts two
+nearly equal numbers and loses ``S_lk`` once it is below ``1e-16``, which decides whole
+SignGD steps in Stage IV (``docs/theory.md`` section 8). With two patches it is
+``dL_dz_l2 = g S_l1 S_l2 (u_2 - u_1) = -dL_dz_l1``.
 """
 
 from __future__ import annotations
@@ -39,11 +46,9 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import expit
 
-from .config import SimulationConfig
-
 
 class Layout(NamedTuple):
-    """Row slices of the stacked weights."""
+    """Row slices of the stacked weights ``W`` (R, M, D)."""
 
     m_k: int
     m_v: int
@@ -69,7 +74,7 @@ class Layout(NamedTuple):
         return 2 * self.m_k + 2 * self.m_v
 
     @classmethod
-    def of(cls, config: SimulationConfig) -> "Layout":
+    def of(cls, config) -> "Layout":
         return cls(config.m_k, config.m_v)
 
 
@@ -79,14 +84,73 @@ def split(W: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
             "W_V+": W[..., layout.Vp, :], "W_V-": W[..., layout.Vm, :]}
 
 
-class Forward(NamedTuple):
-    """Outputs and cache of a forward pass (all over runs ``R`` and samples ``n``)."""
+# ---------------------------------------------------------------------------
+# attention on projections: the model's math, over any leading axes (...)
+# ---------------------------------------------------------------------------
 
-    f: np.ndarray      # (R, n)        network output f(X)
+class Attention(NamedTuple):
+    """Forward cache of :func:`attend` (leading axes ``...``: runs, samples)."""
+
+    q: np.ndarray      # (..., L, m_k)  q_l
+    k: np.ndarray      # (..., L, m_k)  k_l
+    u: np.ndarray      # (..., L)       u_k
+    S: np.ndarray      # (..., L, L)    S_lk, query l on key k
+    f: np.ndarray      # (...)          network output
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """``S_lk = exp(z_lk - max_k' z_lk') / sum_k'' exp(z_lk'' - max_k' z_lk')`` over the
+    last axis (no overflow; an output below ``1e-308`` underflows to 0). Two keys use
+    the logistic function of the score gap, ``S_l2 = sigmoid(z_l2 - z_l1)``, which is
+    the same function with one rounding instead of three."""
+    if z.shape[-1] == 2:
+        gap = z[..., 1] - z[..., 0]                          # (..., L)
+        return np.stack([expit(-gap), expit(gap)], axis=-1)  # (..., L, 2)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def attend(q: np.ndarray, k: np.ndarray, u: np.ndarray) -> Attention:
+    """Softmax attention and output ``f = sum_l sum_k S_lk u_k`` of patches with query
+    and key projections ``q, k`` (..., L, m_k) and value projections ``u`` (..., L)."""
+    z = np.matmul(q, k.swapaxes(-1, -2))                     # (..., L, L) z_lk
+    S = softmax(z)                                           # (..., L, L)
+    f = np.matmul(S, u[..., None])[..., 0].sum(-1)           # (...) sum_l sum_k S_lk u_k
+    return Attention(q=q, k=k, u=u, S=S, f=f)
+
+
+def attend_backward(att: Attention, dL_df: np.ndarray):
+    """``dL/dq, dL/dk`` (..., L, m_k) and ``dL/du`` (..., L) from ``dL/df`` (...).
+
+    ``dL_dz_lk = g S_lk sum_k' S_lk' (u_k - u_k')`` (module doc), with the differences
+    ``u_k - u_k'`` formed first.
+    """
+    g = dL_df[..., None, None]                               # (..., 1, 1)
+    S, u = att.S, att.u
+    dL_du = dL_df[..., None] * S.sum(axis=-2)                # (..., L) g sum_l S_lk
+    du = u[..., :, None] - u[..., None, :]                   # (..., L, L) u_k - u_k'
+    dL_dz = np.matmul(S, du.swapaxes(-1, -2))                # (..., L, L) sum_k' S_lk' (u_k - u_k')
+    dL_dz *= S
+    dL_dz *= g
+    dL_dq = np.matmul(dL_dz, att.k)                          # (..., L, m_k)
+    dL_dk = np.matmul(dL_dz.swapaxes(-1, -2), att.q)         # (..., L, m_k)
+    return dL_dq, dL_dk, dL_du
+
+
+# ---------------------------------------------------------------------------
+# the stacked weights W (R, M, D) on inputs X (R, n, L, D)
+# ---------------------------------------------------------------------------
+
+class Forward(NamedTuple):
+    """Outputs and cache of a forward pass (over runs ``R`` and samples ``n``)."""
+
     proj: np.ndarray   # (R, n, L, M)  W x_l for every weight row
-    u: np.ndarray      # (R, n, L)     u_k = <vbar, x_k>
-    S1: np.ndarray     # (R, n, L)     S_l1 (query l on key 1)
-    S2: np.ndarray     # (R, n, L)     S_l2 (query l on key 2)
+    att: Attention     # on (R, n)
+
+    @property
+    def f(self) -> np.ndarray:
+        """(R, n) network outputs."""
+        return self.att.f
 
 
 def projections(W: np.ndarray, X: np.ndarray) -> np.ndarray:
@@ -99,22 +163,10 @@ def projections(W: np.ndarray, X: np.ndarray) -> np.ndarray:
 
 
 def forward_from_projections(proj: np.ndarray, layout: Layout) -> Forward:
-    """Forward pass given the patch projections ``proj = W x`` ``(R, n, L, M)``."""
-    q = proj[..., layout.Q]                                      # (R, n, L, m_k)
-    k = proj[..., layout.K]                                      # (R, n, L, m_k)
-    # u = mean_r (w_{V,+1,r} x) - mean_r (w_{V,-1,r} x), as sum / m_v (what mean does)
-    u = np.add.reduce(proj[..., layout.Vp], axis=-1)             # (R, n, L)
-    u /= layout.m_v
-    u_minus = np.add.reduce(proj[..., layout.Vm], axis=-1)
-    u_minus /= layout.m_v
-    u -= u_minus
-    z = np.matmul(q, k.swapaxes(-1, -2))                         # (R, n, L, L) z_lk
-    gap = np.subtract(z[..., 1], z[..., 0])                      # (R, n, L) z_l2 - z_l1
-    S2 = expit(gap)
-    S1 = expit(np.negative(gap, out=gap))
-    f = S1 * u[..., 0:1]                                         # (R, n, L)
-    f += S2 * u[..., 1:2]
-    return Forward(f=np.add(f[..., 0], f[..., 1]), proj=proj, u=u, S1=S1, S2=S2)
+    """Forward pass given the patch projections ``proj = W x`` ``(..., L, M)``."""
+    # u = mean_r (w_{V,+1,r} x) - mean_r (w_{V,-1,r} x)
+    u = proj[..., layout.Vp].sum(-1) / layout.m_v - proj[..., layout.Vm].sum(-1) / layout.m_v
+    return Forward(proj, attend(proj[..., layout.Q], proj[..., layout.K], u))
 
 
 def forward(W: np.ndarray, X: np.ndarray, layout: Layout) -> Forward:
@@ -122,9 +174,36 @@ def forward(W: np.ndarray, X: np.ndarray, layout: Layout) -> Forward:
     return forward_from_projections(projections(W, X), layout)
 
 
+def projection_gradient(fw: Forward, dL_df: np.ndarray, layout: Layout) -> np.ndarray:
+    """``A = dL/dproj`` (R, n, L, M), so that ``dL/dW = sum_{i,l} A_il x_il^T``."""
+    dL_dq, dL_dk, dL_du = attend_backward(fw.att, dL_df)
+    A = np.empty(fw.proj.shape)                                   # (R, n, L, M)
+    A[..., layout.Q] = dL_dq
+    A[..., layout.K] = dL_dk
+    A[..., layout.Vp] = (dL_du / layout.m_v)[..., None]           # dL/d(w_{V,+1,r} x_k)
+    A[..., layout.Vm] = (-dL_du / layout.m_v)[..., None]          # dL/d(w_{V,-1,r} x_k)
+    return A
+
+
+def weight_gradient(A: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """``dL/dW = sum_{i,l} A_il x_il^T``: (R, M, D) from ``A`` (R, n, L, M) and
+    ``X`` (R, n, L, D)."""
+    R, n, L, M = A.shape
+    return np.matmul(A.reshape(R, n * L, M).transpose(0, 2, 1), X.reshape(R, n * L, -1))
+
+
+# ---------------------------------------------------------------------------
+# the loss
+# ---------------------------------------------------------------------------
+
 def logistic_loss(margin: np.ndarray) -> np.ndarray:
     """``log(1 + exp(-margin))`` without overflow, elementwise."""
     return np.logaddexp(0.0, -margin)
+
+
+def loss_derivative(margin: np.ndarray) -> np.ndarray:
+    """``l' = -1 / (1 + exp(margin))``; exactly 0 once ``margin > ~745``."""
+    return -expit(-margin)
 
 
 def held_out_statistics(margin: np.ndarray, axis: int = -1) -> dict[str, np.ndarray]:
@@ -134,54 +213,6 @@ def held_out_statistics(margin: np.ndarray, axis: int = -1) -> dict[str, np.ndar
             "test_error": (margin <= 0).mean(axis),
             "test_margin_mean": margin.mean(axis),
             "test_margin_std": margin.std(axis)}
-
-
-def loss_derivative(margin: np.ndarray) -> np.ndarray:
-    """``l' = -1 / (1 + exp(margin))``; exactly 0 once ``margin > ~745``."""
-    return -expit(-margin)
-
-
-def output_gradient_coefficients(fw: Forward, dL_df: np.ndarray, layout: Layout) -> np.ndarray:
-    """``dL/dproj``: the loss gradient with respect to every projection ``W x_l``.
-
-    Parameters
-    ----------
-    fw : Forward
-        Forward pass cache.
-    dL_df : (R, n)
-        Derivative of the loss with respect to each output ``f_i``.
-
-    Returns
-    -------
-    (R, n, L, M) array ``A`` with ``dL/dW = sum_{i,l} A_il x_il^T``.
-    """
-    proj, S1, S2, u = fw.proj, fw.S1, fw.S2, fw.u
-    q = proj[..., layout.Q]                                      # (R, n, L, m_k)
-    k = proj[..., layout.K]                                      # (R, n, L, m_k)
-    g = dL_df[..., None]                                         # (R, n, 1)
-    A = np.empty(proj.shape)                                     # (R, n, L, M)
-    dL_du = np.empty(u.shape)                                    # (R, n, L)  dL/du_k
-    np.add(S1[..., 0], S1[..., 1], out=dL_du[..., 0])            # sum_l S_l1
-    np.add(S2[..., 0], S2[..., 1], out=dL_du[..., 1])            # sum_l S_l2
-    dL_du *= g
-    delta = g * S1                                               # (R, n, L)  dL/dz_l2
-    delta *= S2
-    delta *= u[..., 1:2] - u[..., 0:1]
-    delta = delta[..., None]                                     # (R, n, L, 1)
-    np.multiply(delta, k[..., 1:2, :] - k[..., 0:1, :], out=A[..., layout.Q])  # dL/dq_l
-    dq = delta * q                                               # (R, n, L, m_k)
-    np.add(dq[..., 0, :], dq[..., 1, :], out=A[..., 1, layout.K])  # dL/dk_2
-    np.negative(A[..., 1, layout.K], out=A[..., 0, layout.K])    # dL/dk_1 = -dL/dk_2
-    np.divide(dL_du[..., None], layout.m_v, out=A[..., layout.Vp])  # dL/d(w_{V,+1,r} x_k)
-    np.negative(A[..., layout.Vp], out=A[..., layout.Vm])        # dL/d(w_{V,-1,r} x_k)
-    return A
-
-
-def weight_gradient(A: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """``dL/dW = sum_{i,l} A_il x_il^T``: (R, M, D) from ``A`` (R, n, L, M) and
-    ``X`` (R, n, L, D)."""
-    R, n, L, M = A.shape
-    return np.matmul(A.reshape(R, n * L, M).transpose(0, 2, 1), X.reshape(R, n * L, -1))
 
 
 class LossAndGradient(NamedTuple):
@@ -194,10 +225,10 @@ class LossAndGradient(NamedTuple):
 
 def loss_and_gradient(W: np.ndarray, X: np.ndarray, y: np.ndarray, layout: Layout) -> LossAndGradient:
     """Training loss and its gradient for stacked weights ``W`` (R, M, D), inputs
-    ``X`` (R, n, L, D) and labels ``y`` (R, n)."""
+    ``X`` (R, n, L, D) and labels ``y`` (R, n). The full engine's step."""
     fw = forward(W, X, layout)
     margin = y * fw.f
     lprime = loss_derivative(margin)
     dL_df = y * lprime / y.shape[-1]
-    grad = weight_gradient(output_gradient_coefficients(fw, dL_df, layout), X)
+    grad = weight_gradient(projection_gradient(fw, dL_df, layout), X)
     return LossAndGradient(fw, margin, logistic_loss(margin).mean(-1), lprime, grad)

@@ -17,8 +17,6 @@ sparse matrix and projected with the current weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
-
 import numpy as np
 import scipy.sparse as sp
 
@@ -66,6 +64,16 @@ class TrainingProblem:
     def shared_coordinates(self) -> np.ndarray:
         """(R, n) per sample, noise coordinates shared with another training sample."""
         return np.stack([shared_coordinate_counts(ds.support, ds.values) for ds in self.train])
+
+    @property
+    def signal_position(self) -> np.ndarray:
+        """(R, n) patch index of each training sample's signal patch."""
+        return self.stacked("signal_position")
+
+    @property
+    def signal_first(self) -> bool:
+        """Every training sample has its signal in patch 0."""
+        return bool((self.signal_position == 0).all())
 
     def stacked(self, name: str, which: str = "train") -> np.ndarray:
         """A per-sample dataset attribute stacked over runs, e.g. ``stacked('xi_l1')``."""
@@ -140,97 +148,3 @@ def build_problem(config: SimulationConfig) -> TrainingProblem:
         test_y=np.stack([ds.y for ds in test]),
         test_signal=np.stack([ds.y_clean for ds in test]) * config.mu_norm,
         test_signal_position=np.stack([ds.signal_position for ds in test]))
-
-
-def held_out_projections(W: np.ndarray, problem: TrainingProblem) -> np.ndarray:
-    """``W x`` for every test input: ``(R, n_test, L, M)``."""
-    if problem.test_signal_in_basis is None:
-        signal = problem.test_signal[..., None] * W[:, None, :, 0]        # (R, n_test, M)
-    else:
-        signal = np.stack([csr @ W[r].T for r, csr in enumerate(problem.test_signal_in_basis)])
-    noise = problem.test_frozen + np.stack(
-        [csr @ W[r].T for r, csr in enumerate(problem.test_in_basis)])    # (R, n_test, M)
-    signal_position = problem.test_signal_position[..., None, None]
-    patch = np.arange(L)[:, None]                                         # (L, 1)
-    return np.where(patch == signal_position, signal[:, :, None, :], noise[:, :, None, :])
-
-
-class EngineLayout(NamedTuple):
-    """How the training loop stores the trained weights of a problem (``engine_layout``).
-
-    ``X`` is dense in the basis, but each noise coordinate is touched by one input row
-    only. Multiplying by the dense ``X`` would cost ``n L D M`` per step for
-    ``n (s + 1) M`` useful products, so the loop stores the weights in two parts:
-
-    * *blocks*: a basis column touched by exactly one input row, that row being sample
-      ``i``'s *block row* (its patch with the most non-zeros: the noise patch), sits in
-      slot ``j`` of sample ``i``'s block. Block weights are kept as
-      ``Wb[r, i, j, :] = sign(x_ij) W[r, :, column]`` (``M`` last), so that the block
-      row's projection is ``|x_i| @ Wb[r, i]`` and ``dL/dWb[r, i, j] = |x_ij| A_i``
-      with ``A_i = dL/d(W x_i)``: a SignGD step of the block is
-      ``Wb <- Wb - eta sign(A_i)``, exactly the step of the weights it stores.
-    * *dense part*: every other column that some input touches (coordinate 0, noise
-      coordinates shared by two samples, dense noise), multiplied by ``X`` as usual.
-
-    Columns no input touches (padding, and with ``coordinates='all'`` the coordinates
-    outside the supports) have zero gradient under every optimizer and are not stored.
-    """
-
-    block_row: np.ndarray    # (R, n) patch index of each sample's block row
-    block_abs: np.ndarray    # (R, n, 1, B) |x| on the block slots (0 on empty slots)
-    block_abs_t: np.ndarray  # (R, n, B, 1) the same, as a column
-    block_sign: np.ndarray   # (R, n, B, 1) sign(x) on the block slots (+1 on empty slots)
-    block_real: np.ndarray   # (R, n, B) bool: slot holds a basis column
-    block_cols: np.ndarray   # (R, n, B) basis column of each slot (0 on empty slots)
-    X_dense: np.ndarray      # (R, n * L, Dd) inputs on the dense part
-    dense_real: np.ndarray   # (R, Dd) bool: dense column holds a basis column
-    dense_cols: np.ndarray   # (R, Dd) basis column of each dense column (0 on padding)
-    block_abs_min: float     # smallest |x| on a block slot (inf if none)
-
-    @property
-    def B(self) -> int:
-        return self.block_abs.shape[-1]
-
-    @property
-    def Dd(self) -> int:
-        return self.X_dense.shape[-1]
-
-
-def engine_layout(problem: TrainingProblem) -> EngineLayout:
-    """The block / dense split of every run's basis columns (see :class:`EngineLayout`)."""
-    X = problem.X                                              # (R, n, L, D)
-    R, n, L_, D = X.shape
-    nz = X != 0
-    block_row = nz.sum(-1).argmax(-1)                          # (R, n)
-    touched = nz.sum(axis=(1, 2))                              # (R, D) input rows per column
-    owned, dense = [], []
-    for r in range(R):
-        in_row = nz[r, np.arange(n), block_row[r]]             # (n, D)
-        own = in_row & (touched[r] == 1)
-        owned.append([np.flatnonzero(own[i]) for i in range(n)])
-        dense.append(np.flatnonzero((touched[r] > 0) & ~own.any(0)))
-    B = max((c.size for cols in owned for c in cols), default=0)
-    Dd = max(c.size for c in dense)
-    block_cols = np.zeros((R, n, B), dtype=np.int64)
-    block_real = np.zeros((R, n, B), dtype=bool)
-    for r in range(R):
-        for i, c in enumerate(owned[r]):
-            block_cols[r, i, :c.size] = c
-            block_real[r, i, :c.size] = True
-    rr, ii = np.arange(R)[:, None, None], np.arange(n)[None, :, None]
-    x = np.where(block_real, X[rr, ii, block_row[..., None], block_cols], 0.0)  # (R, n, B)
-    dense_cols = np.zeros((R, Dd), dtype=np.int64)
-    dense_real = np.zeros((R, Dd), dtype=bool)
-    for r, c in enumerate(dense):
-        dense_cols[r, :c.size] = c
-        dense_real[r, :c.size] = True
-    X_dense = np.where(dense_real[:, None, None, :],
-                       np.take_along_axis(X, dense_cols[:, None, None, :], axis=-1), 0.0)
-    absx = np.abs(x)
-    return EngineLayout(
-        block_row=block_row, block_abs=absx[:, :, None, :].copy(),
-        block_abs_t=absx[..., None].copy(),
-        block_sign=np.where(x < 0, -1.0, 1.0)[..., None], block_real=block_real,
-        block_cols=block_cols, X_dense=X_dense.reshape(R, n * L_, Dd),
-        dense_real=dense_real, dense_cols=dense_cols,
-        block_abs_min=float(absx[block_real].min()) if block_real.any() else np.inf)

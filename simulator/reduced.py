@@ -45,20 +45,18 @@ reaches this engine: its builder requires ``engine='full'``. Label-flip noise (t
 sign ``c_i = y_i y_clean_i``) and a random signal position (the softmax is kept in
 signal/noise order) keep the reduction exact and are supported.
 
-Floating point: SignGD uses the exact signs of the gradient
-(:func:`~simulator.reduced_dynamics.gradient_signs`). Where the full engine's
-products ``l'_i S_ns S_nn`` or ``l'_i`` itself underflow to 0 (its ``sign`` is then 0
-and the sample stops), the reduced engine keeps the exact laws; the history's
-``lprime`` and ``underflow_step`` still report the float64 ``l'``, as the full
-engine does. The other optimizers use the float64 gradient, as the full engine.
+Floating point: SignGD runs on the fused kernel
+:func:`~simulator.reduced_dynamics.signgd_direction`, which takes the exact signs of
+the gradient. Where the full engine's products ``l'_i S_ns S_nn`` or ``l'_i`` itself
+underflow to 0 (its ``sign`` is then 0 and the sample stops), the kernel keeps the
+exact laws; the history's ``lprime`` and ``underflow_step`` still report the float64
+``l'``, as the full engine does. Every other optimizer is lifted onto the state
+(:func:`~simulator.reduced_dynamics.lift`) from the float64 gradient of the model,
+as the full engine computes it.
 
 Runs are independent; the engine advances them in chunks of at most
-:data:`CHUNK_BYTES` of working memory, each chunk vectorized over its runs. SignGD
-runs on one flat state array with a fused step
-(:func:`~simulator.reduced_dynamics.signgd_direction`, a few dozen NumPy calls);
-chunks of at most :data:`SPECULATE_MAX_RUNS` runs advance in sign-stable stretches
-(:func:`_run_signgd`), which is exact and several times faster for a single run.
-The other optimizers use the generic loop (:func:`_run_steps`).
+:data:`CHUNK_BYTES` of working memory, each chunk vectorized over its runs
+(:func:`reduced_chunks`), through the one loop of :mod:`simulator.training`.
 """
 
 from __future__ import annotations
@@ -74,13 +72,11 @@ from scipy.special import expit
 
 from .config import ConfigError, SimulationConfig
 from .data import DATA_STREAM, TEST_STREAM, draw_training_set
-from .history import History, allocate_recorded
 from .initialization import initial_weights
-from .model import Layout, held_out_statistics, logistic_loss, loss_derivative
-from .progress import Progress
-from .reduced_dynamics import (attention, gradient, gradient_signs,
-                               flat_state, signgd_direction, state_size)
-from .reduced_optimizers import Magnitudes, SignGD, make_reduced_optimizer
+from .model import Layout, attend, held_out_statistics
+from .optimizers import make_optimizer
+from .reduced_dynamics import (Magnitudes, evaluate, flat_state, gradient, lift,
+                               signgd_direction, state_size)
 
 #: Working memory per chunk of runs (state, temporaries, test inputs).
 CHUNK_BYTES = 48 * 2 ** 20
@@ -88,12 +84,6 @@ CHUNK_BYTES = 48 * 2 ** 20
 TEST_KEY = (TEST_STREAM, 1)
 #: Random stream of a data-free initial state: ``default_rng([seed, 1, 1])``.
 DISTRIBUTION_KEY = (DATA_STREAM, 1)
-#: SignGD chunks of at most this many runs advance in sign-stable stretches
-#: (:func:`_run_signgd`); with more runs some sign changes at almost
-#: every step and the plain loop is faster.
-SPECULATE_MAX_RUNS = 2
-#: Longest sign-stable stretch evaluated in one pass.
-STRETCH_MAX = 64
 #: Expected fraction of test inputs touching trained coordinates above which a
 #: :class:`ReducedTestWarning` is issued.
 WARN_TEST_OVERLAP = 0.01
@@ -254,55 +244,13 @@ def build_reduced_batch(config: SimulationConfig, seeds: np.ndarray) -> ReducedB
     return ReducedBatch(
         seeds=np.asarray(seeds, dtype=np.int64), y=stack("y"), y_clean=stack("y_clean"),
         signal_position=stack("signal_position").astype(np.int64),
-        mag=Magnitudes(mu=config.mu_norm, l1=np.abs(values).sum(1),
-                       l2sq=np.square(values).sum(1),
+        mag=Magnitudes(mu=config.mu_norm,
                        abs_xi=np.ascontiguousarray(np.abs(values).transpose(1, 0, 2))),
         QKs=np.stack([stack("Qs"), stack("Ks")])[:, :, None, :],
         QKn=np.stack([stack("Qh"), stack("Kh")]),
         Vs=stack("Vs")[None, :], Vh=stack("Vh"),
         test=HeldOutInputs(*(np.stack([t[j] for t in tests]) for j in range(2)),
                         *(np.stack([t[j] for t in tests])[..., None] for j in range(2, 5))))
-
-
-# ---------------------------------------------------------------------------
-# held-out metrics and recording
-# ---------------------------------------------------------------------------
-
-def test_margins(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray,
-                 test: HeldOutInputs) -> np.ndarray:
-    """Margins ``y f(X)`` of test inputs on fresh supports at ``T`` states.
-
-    With ``q, k, u`` the input's noise projections ``W_Q xi, W_K xi, <vbar, xi>``
-    and ``y_c`` its clean label::
-
-        z_ss = sum_s Qs_s Ks_s,     z_sn = y_c sum_s Qs_s k_s,
-        z_ns = y_c sum_s q_s Ks_s,  z_nn = sum_s q_s k_s
-        f = (S_ss + S_ns) y_c Vs + (S_sn + S_nn) u
-
-    Parameters
-    ----------
-    Qs, Ks : (R, m_k, T)
-    Vs : (R, 1, T)
-    test : HeldOutInputs
-
-    Returns
-    -------
-    (R, n_test, T) margins.
-    """
-    z_nn = np.einsum("rnm,rnm->rn", test.q, test.k)[..., None]          # (R, n_test, 1)
-    z_ss = (Qs * Ks).sum(1, keepdims=True)                               # (R, 1, T)
-    gap_s = test.y_clean * (test.k @ Qs) - z_ss                          # z_sn - z_ss
-    gap_n = z_nn - test.y_clean * (test.q @ Ks)                          # z_nn - z_ns
-    to_noise = expit(gap_s) + expit(gap_n)                              # S_sn + S_nn
-    f = (2.0 - to_noise) * test.y_clean * Vs      # S_ss + S_ns, abs. error < 1e-15
-    f += to_noise * test.u
-    return test.y * f
-
-
-def held_out_metrics(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray,
-                     test: HeldOutInputs) -> dict[str, np.ndarray]:
-    """Test loss, test error and test margin statistics, each (R, T)."""
-    return held_out_statistics(test_margins(Qs, Ks, Vs, test), axis=1)
 
 
 def expected_test_overlap(config: SimulationConfig) -> tuple[float, float]:
@@ -320,283 +268,132 @@ def expected_test_overlap(config: SimulationConfig) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------
-# the loop
+# the engine
 # ---------------------------------------------------------------------------
 
-@dataclass
-class ReducedResult:
-    """A finished batch of runs of the reduced engine."""
-
-    history: History
-    state: dict[str, np.ndarray]   # final Vs (R,), Vn (R, n), Qs, Ks (R, m_k), Qn, Kn (R, m_k, n)
-    test_inputs_overlap_fraction: float
-    """Expected fraction of real test inputs that would touch a trained coordinate
-    (not represented by the reduced engine's test metrics)."""
+#: Working memory of one block of held-out evaluations.
+BLOCK_BYTES = 32 * 2 ** 20
 
 
-def chunk_size(config: SimulationConfig) -> int:
-    """Runs per chunk so that a chunk's working memory stays near :data:`CHUNK_BYTES`."""
-    n, m_k, s = config.n, config.m_k, config.s if config.noise == "sparse" else 0
-    floats = 12 * m_k * n + (2 * m_k + 6) * config.n_test + 2 * n * s
-    if config.optimizer == "adam":
-        floats += 10 * m_k * n + 3 * s * m_k * n
-    return max(1, min(config.n_seeds, CHUNK_BYTES // (8 * floats)))
+class Evaluation(NamedTuple):
+    """The state's forward pass: margins, softmax, and what the step needs."""
+
+    margin: np.ndarray          # (R, n) y_i f_i
+    softmax: np.ndarray         # (R, n, 2, 2) S_lk, patch 0 = signal
+    att: object = None          # model cache (lifted optimizers)
 
 
-def train_reduced(config: SimulationConfig, *, progress: bool = False) -> ReducedResult:
-    """Train every run of ``config`` on the reduced engine and record its history.
+class ReducedEngine:
+    """The engine protocol of :func:`simulator.training.run_loop` on the reduced state
+    of a chunk of runs (:class:`ReducedBatch`)."""
 
-    Parameters
-    ----------
-    config : SimulationConfig
-        With ``engine='reduced'``.
-    progress : bool
-        Show a progress line on stderr when the run takes more than a few seconds.
+    def __init__(self, config: SimulationConfig, seeds: np.ndarray):
+        self.config, self.m_k, self.n = config, config.m_k, config.n
+        self.batch = build_reduced_batch(config, seeds)
+        self.R = len(seeds)
+        self.optimizer = make_optimizer(config)
+        #: SignGD runs on the fused kernel (exact signs), every other optimizer lifted
+        self.fused = config.optimizer == "signgd"
+        self.c = self.batch.c                                            # (n, R)
+        self.clean = bool((self.c == 1.0).all())
+        self.eta_l1 = config.eta * self.batch.mag.l1                     # (n, R)
+        self.step = flat_state(np.zeros((state_size(self.m_k, self.n), self.R)), self.m_k, self.n)
+        n_test = config.n_test
+        self.block = max(1, BLOCK_BYTES // (8 * 12 * self.R * n_test * (self.m_k + 1)))
 
-    Raises
-    ------
-    ReductionError
-        When the reduction is not exact for ``config`` (shared training supports,
-        dense noise); the message says why.
-    NonFiniteError
-        When a model output becomes non-finite; the message names the step.
-    """
-    from .training import record_steps
+    def initial_params(self):
+        b = self.batch
+        x = flat_state(np.empty((state_size(self.m_k, self.n), self.R)), self.m_k, self.n)
+        x.QKn[...], x.QKs[...], x.Vh[...], x.Vs[...] = b.QKn, b.QKs, b.Vh, b.Vs
+        return x
 
+    def evaluate(self, x) -> Evaluation:
+        if self.fused:           # margins, softmax and the step of the fused kernel
+            margin, S = signgd_direction(x, self.c, self.eta_l1,
+                                         self.config.eta * self.config.mu_norm,
+                                         clean=self.clean, out=self.step)
+            softmax = np.stack([S[1], S[0]], axis=-1).transpose(2, 1, 0, 3)  # (R, n, l, k)
+            return Evaluation(margin.T, softmax)
+        att, margin = evaluate(x, self.c)
+        return Evaluation(margin, att.S, att)
+
+    def update(self, x, ev: Evaluation, state, t: int):
+        """``X <- X - step`` in place; returns the optimizer's new state."""
+        if not self.fused:
+            h = gradient(ev.att, ev.margin, self.c, self.config.m_v)
+            state = lift(self.optimizer, h, self.batch.mag, self.config.m_v, state, t,
+                         self.config.eta, out=self.step)
+        np.subtract(x.X, self.step.X, out=x.X)
+        return state
+
+    def quantities(self, x, ev: Evaluation) -> dict[str, np.ndarray]:
+        """The section-4 quantities in the history's frame (``Qn = c Qh``, ...)."""
+        c = self.c.T                                                     # (R, n)
+        return {"Vs": x.Vs[0], "Vn": c * x.Vh.T,
+                "Qs": x.QKs[0, :, 0].T, "Ks": x.QKs[1, :, 0].T,
+                "Qn": c[:, None, :] * x.QKn[0].transpose(2, 0, 1),
+                "Kn": c[:, None, :] * x.QKn[1].transpose(2, 0, 1),
+                "softmax": ev.softmax}
+
+    def held_out_snapshot(self, x) -> np.ndarray:
+        """``[Qs, Ks, Vs]`` (2 m_k + 1, R): all the test inputs see of the state."""
+        return np.concatenate([x.QKs.reshape(2 * self.m_k, self.R), x.Vs])
+
+    def held_out_metrics(self, snaps: np.ndarray) -> dict[str, np.ndarray]:
+        """Test metrics ``(K, R)`` of ``K`` snapshots: the model on test inputs on fresh
+        supports, ``q = [Qs, y_c q_xi]``, ``k = [Ks, y_c k_xi]``, ``u = [Vs, y_c u_xi]``
+        (signal frame), margin ``y y_c f``."""
+        test, m_k = self.batch.test, self.m_k
+        K = snaps.shape[0]
+        state = snaps.transpose(0, 2, 1)                                 # (K, R, 2 m_k + 1)
+        n_test = test.y.shape[1]
+        q = np.empty((K, self.R, n_test, 2, m_k))
+        k = np.empty((K, self.R, n_test, 2, m_k))
+        u = np.empty((K, self.R, n_test, 2))
+        q[..., 0, :] = state[:, :, None, :m_k]
+        k[..., 0, :] = state[:, :, None, m_k:2 * m_k]
+        u[..., 0] = state[:, :, None, -1]
+        q[..., 1, :] = test.y_clean * test.q                             # (R, n_test, m_k)
+        k[..., 1, :] = test.y_clean * test.k
+        u[..., 1] = (test.y_clean * test.u)[..., 0]
+        margin = (test.y * test.y_clean)[..., 0] * attend(q, k, u).f     # (K, R, n_test)
+        return held_out_statistics(margin)
+
+    def per_run(self) -> dict[str, np.ndarray]:
+        b = self.batch
+        return {"seeds": b.seeds, "y": b.y.T, "y_clean": b.y_clean.T,
+                "signal_position": b.signal_position.T, "xi_l1": b.mag.l1.T,
+                "xi_l2": np.sqrt(np.square(b.mag.abs_xi).sum(0)).T,
+                "shared_coordinates": np.zeros((self.R, self.n), dtype=np.int64),
+                "test_overlap_fraction": np.zeros(self.R)}
+
+
+def reduced_chunks(config: SimulationConfig) -> list:
+    """``(runs, make)`` pairs of :func:`simulator.training.engine_chunks` for
+    ``engine='reduced'``; warns (:class:`ReducedTestWarning`) when many real test
+    inputs would touch trained coordinates."""
     if config.engine != "reduced":
-        raise ValueError(f"train_reduced() runs engine='reduced'; got engine={config.engine!r}")
+        raise ValueError(f"reduced_chunks() runs engine='reduced'; got engine={config.engine!r}")
     check_reducible(config)
     overlap_coords, overlap_inputs = expected_test_overlap(config)
     if overlap_inputs > WARN_TEST_OVERLAP:
         warnings.warn(
             f"reduced engine: test inputs are evaluated on fresh supports, but at d={config.d} "
             f"about {100 * overlap_inputs:.1f}% of real test inputs would touch a trained "
-            f"coordinate (expected test_overlap_fraction {overlap_coords:.4f}); "
-            f"engine='full' includes them", ReducedTestWarning, stacklevel=2)
-    R, n = config.n_seeds, config.n
+            f"coordinate (expected fraction of trained test coordinates {overlap_coords:.4f}); "
+            f"engine='full' includes them", ReducedTestWarning, stacklevel=3)
+    R = config.n_seeds
     seeds = np.array(config.seeds, dtype=np.int64)
-    rec_steps = record_steps(config.steps, config.record_every)
-    buf = allocate_recorded(config, rec_steps.size)
-    per_run = {name: np.empty((R, n)) for name in ("y", "y_clean", "xi_l1", "xi_l2")}
-    per_run["signal_position"] = np.empty((R, n), dtype=np.int64)
-    underflow_step = np.full((R, n), -1, dtype=np.int64)
-    final = []
     size = chunk_size(config)
-    chunks = [slice(a, min(a + size, R)) for a in range(0, R, size)]
-    bar = Progress(config.steps * len(chunks), f"{config.optimizer} x{R} (reduced)",
-                   enabled=progress)
-    for ci, rs in enumerate(chunks):
-        batch = build_reduced_batch(config, seeds[rs])
-        QKs, QKn, Vs, Vh, c = batch.QKs, batch.QKn, batch.Vs, batch.Vh, batch.c
-        optimizer = make_reduced_optimizer(config, batch.mag)
-        clean = bool((c == 1.0).all())
-        under = underflow_step[rs].T                  # (n, R_chunk) view
-        if isinstance(optimizer, SignGD):
-            _run_signgd(config, batch, clean, buf, rs, rec_steps, under,
-                        lambda t: bar.update(ci * config.steps + t),
-                        speculate=c.shape[-1] <= SPECULATE_MAX_RUNS)
-        else:
-            _run_steps(config, batch, optimizer, clean, buf, rs, rec_steps, under,
-                       lambda t: bar.update(ci * config.steps + t))
-        _finish_records(buf, rs, batch)
-        per_run["y"][rs], per_run["y_clean"][rs] = batch.y.T, batch.y_clean.T
-        per_run["signal_position"][rs] = batch.signal_position.T
-        per_run["xi_l1"][rs] = batch.mag.l1.T
-        per_run["xi_l2"][rs] = np.sqrt(batch.mag.l2sq).T
-        final.append({"Vs": Vs[0].copy(), "Vn": (c * Vh).T,
-                      "Qs": QKs[0, :, 0].T, "Ks": QKs[1, :, 0].T,
-                      "Qn": (c * QKn[0]).transpose(2, 0, 1), "Kn": (c * QKn[1]).transpose(2, 0, 1)})
-    bar.close()
-    arrays = {"step": rec_steps, **buf, "seeds": seeds, **per_run,
-              "shared_coordinates": np.zeros((R, n), dtype=np.int64),
-              "underflow_step": underflow_step,
-              "test_overlap_fraction": np.full(R, overlap_coords)}
-    state = {name: np.concatenate([part[name] for part in final]) for name in final[0]}
-    return ReducedResult(History(config, arrays), state, overlap_inputs)
+    return [(slice(a, min(a + size, R)),
+             lambda a=a: ReducedEngine(config, seeds[a:a + size]))
+            for a in range(0, R, size)]
 
 
-def _check_margins(t0: int, margin: np.ndarray, under: np.ndarray, batch: ReducedBatch) -> None:
-    """Non-finite check and first float64 underflow of ``l'`` for margins
-    ``(n, R, J)`` of the steps ``t0, t0 + 1, ...``."""
-    if np.maximum.reduce(np.abs(margin), axis=None) <= 700.0:
-        return                                        # finite, and no l' near underflow
-    if not math.isfinite(float(margin.sum())):
-        bad = ~np.isfinite(margin)
-        j = int(np.argmax(bad.any(axis=(0, 1))))
-        _raise_non_finite(t0 + j, margin[..., j], batch)
-    if margin.max() > 700.0:                          # l' may underflow to 0 (margin > ~745)
-        zero = loss_derivative(margin) == 0.0
-        newly = zero.any(-1) & (under < 0)
-        under[newly] = (t0 + np.argmax(zero, axis=-1))[newly]
-
-
-def _run_steps(config, batch, optimizer, clean, buf, rs, rec_steps, under, on_step) -> None:
-    """The plain loop: one vectorized step of the chunk's runs at a time."""
-    QKs, QKn, Vs, Vh, c = batch.QKs, batch.QKn, batch.Vs, batch.Vh, batch.c
-    start = time.perf_counter()
-    opt_state, k = None, 0
-    for t in range(config.steps + 1):
-        att = attention(QKs, QKn, Vs, Vh, c)
-        _check_margins(t, att.margin[..., None], under, batch)
-        if k < rec_steps.size and rec_steps[k] == t:
-            _record_state(buf, [k], rs, QKs[..., None], QKn[..., None], Vs[..., None],
-                          Vh[..., None], att.margin[..., None], att.S_sig[..., None],
-                          att.S_noise[..., None])
-            buf["wall_time"][k] += time.perf_counter() - start
-            k += 1
-        if t == config.steps:
-            break
-        if optimizer.exact_signs:
-            grad = gradient_signs(att, QKs, QKn, Vs, Vh, c, clean=clean)
-        else:
-            grad = gradient(att, QKs, QKn, Vs, Vh, c, config.m_v)
-        if opt_state is None:
-            opt_state = optimizer.init_state(grad)
-        step, opt_state = optimizer.step(grad, opt_state, t)
-        QKn -= step.QKn
-        QKs -= step.QKs
-        Vh -= step.Vh
-        Vs -= step.Vs
-        on_step(t + 1)
-
-
-def _run_signgd(config, batch, clean, buf, rs, rec_steps, under, on_step, *,
-                speculate: bool) -> None:
-    """SignGD on the flat state (:func:`~simulator.reduced_dynamics.signgd_direction`),
-    step by step or, with ``speculate``, in sign-stable stretches (exact).
-
-    A SignGD step ``Delta_t`` is fixed by signs, which change at a few hundred of
-    the 4000 steps of the default run. Given the state ``X_t`` and its step
-    ``Delta_t``, the states ``X_{t+j} = X_t - j Delta_t`` for ``j = 1..K`` are
-    evaluated in one vectorized pass (``K`` folded into the run axis) together with
-    their own steps: every candidate state is evaluated, none is extrapolated. If
-    the first step that differs from ``Delta_t`` is at ``t + J`` (``J = K`` if none
-    does), then ``X_{t+1} .. X_{t+J}`` are the true states (each step before them
-    was ``Delta_t``), they are checked and recorded, and the loop continues from
-    ``X_{t+J}`` with the step already computed there. ``K`` doubles after a stretch
-    without change (up to :data:`STRETCH_MAX`) and restarts from ``2 J`` after a
-    change. The result equals the step-by-step loop up to the rounding of
-    ``X_t - j Delta_t`` against ``j`` repeated subtractions.
-    """
-    m_k, n, steps = config.m_k, config.n, config.steps
-    c = batch.c
-    R = c.shape[-1]
-    size = state_size(m_k, n)
-    x = flat_state(np.empty((size, R)), m_k, n)      # [Qh, Kh, Qs, Ks, Vh, Vs]
-    x.QKn[...], x.QKs[...], x.Vh[...], x.Vs[...] = batch.QKn, batch.QKs, batch.Vh, batch.Vs
-    eta_l1, eta_mu = config.eta * batch.mag.l1, config.eta * config.mu_norm
-    d = flat_state(np.empty((size, R)), m_k, n)      # the step at x: X <- X - D
-    X, D = x.X, d.X
-    start = time.perf_counter()
-    k = 0                                             # next record
-
-    def record(t0, Xs, margin, S):                   # trailing axis J: steps t0, t0 + 1, ...
-        nonlocal k
-        k1 = k
-        while k1 < rec_steps.size and rec_steps[k1] < t0 + margin.shape[-1]:
-            k1 += 1
-        if k1 > k:
-            js = rec_steps[k:k1] - t0
-            _record_flat(buf, slice(k, k1), rs, Xs[..., js], margin[..., js], S[..., js],
-                         m_k, n)
-            buf["wall_time"][k:k1] += time.perf_counter() - start
-            k = k1
-
-    margin, S = signgd_direction(x, c, eta_l1, eta_mu, clean=clean, out=d)
-    _check_margins(0, margin[..., None], under, batch)
-    record(0, X[..., None], margin[..., None], S[..., None])
-    values = not clean                                # value rows of D: constant if clean
-    t, K, work = 0, 8, {}
-    while t < steps:
-        if not speculate:
-            X -= D
-            t += 1
-            margin, S = signgd_direction(x, c, eta_l1, eta_mu, clean=clean, out=d,
-                                         values=values)
-            _check_margins(t, margin[..., None], under, batch)
-            if k < rec_steps.size and rec_steps[k] == t:
-                record(t, X[..., None], margin[..., None], S[..., None])
-            on_step(t)
-            continue
-        K = min(K, steps - t)
-        if K not in work:                             # buffers and per-run constants
-            xc, dc = (flat_state(np.empty((size, R * K)), m_k, n) for _ in range(2))
-            dc.Vh[...], dc.Vs[...] = np.repeat(d.Vh, K, -1), np.repeat(d.Vs, K, -1)
-            work[K] = (xc, dc, np.repeat(c, K, -1), np.repeat(eta_l1, K, -1),
-                       np.arange(1.0, K + 1.0))
-        xc, dc, cK, eta_l1K, j = work[K]
-        Xc, Dc = xc.X.reshape(size, R, K), dc.X.reshape(size, R, K)
-        np.multiply(D[..., None], j, out=Xc)
-        np.subtract(X[..., None], Xc, out=Xc)         # (S, R, K) X_{t+j} = X_t - j Delta_t
-        mc, Sc = signgd_direction(xc, cK, eta_l1K, eta_mu, clean=clean, out=dc,
-                                  values=values)
-        changed = np.logical_or.reduce(np.not_equal(Dc, D[..., None]).reshape(-1, K),
-                                       axis=0)        # (K,) step at t + j is not Delta_t
-        first = int(changed.argmax())
-        J = first + 1 if changed[first] else K
-        mc = mc.reshape(n, R, K)[..., :J]
-        _check_margins(t + 1, mc, under, batch)
-        record(t + 1, Xc[..., :J], mc, Sc.reshape(2, 2, n, R, K)[..., :J])
-        X[...], D[...] = Xc[..., J - 1], Dc[..., J - 1]
-        t += J
-        K = min(2 * K, STRETCH_MAX) if J == K else 2 * J
-        on_step(t)
-    batch.QKn[...], batch.QKs[...], batch.Vh[...], batch.Vs[...] = x.QKn, x.QKs, x.Vh, x.Vs
-
-
-def _record_flat(buf, ks, rs, X, margin, S, m_k, n) -> None:
-    """:func:`_record_state` from flat states ``X (S, R, J)``, margins ``(n, R, J)``
-    and softmax ``S (2, 2, n, R, J)`` (:func:`~simulator.reduced_dynamics.signgd_direction`)."""
-    R, J = X.shape[1:]
-    x = flat_state(X.reshape(-1, R * J), m_k, n)
-    QKn, QKs, Vh, Vs = (v.reshape(v.shape[:-1] + (R, J)) for v in x[1:])
-    _record_state(buf, ks, rs, QKs, QKn, Vs, Vh, margin, S[1], S[0])
-
-
-def _raise_non_finite(t: int, margin: np.ndarray, batch: ReducedBatch) -> None:
-    from .training import NonFiniteError
-
-    bad = np.argwhere(~np.isfinite(margin))
-    if bad.size:
-        i, r = bad[0]
-        raise NonFiniteError(
-            f"non-finite output at step {t} (run seed {batch.seeds[r]}, sample {i}): "
-            f"margin = {float(margin[i, r])}; lower eta or sigma_0")
-
-
-def _record_state(buf, ks, rs, QKs, QKn, Vs, Vh, margin, S_sig, S_noise) -> None:
-    """Copy the states of records ``ks`` into the history buffers. Every array has
-    the internal layout with a trailing axis ``J = len(ks)`` (signal frame; the
-    derived arrays are filled in by :func:`_finish_records`)."""
-    buf["Qs"][ks, rs] = QKs[0, :, 0].transpose(2, 1, 0)          # (J, R, m_k)
-    buf["Ks"][ks, rs] = QKs[1, :, 0].transpose(2, 1, 0)
-    buf["Qn"][ks, rs] = QKn[0].transpose(3, 2, 0, 1)             # (J, R, m_k, n) Qh for now
-    buf["Kn"][ks, rs] = QKn[1].transpose(3, 2, 0, 1)
-    buf["Vs"][ks, rs] = Vs[0].T                                  # (J, R)
-    buf["Vn"][ks, rs] = Vh.transpose(2, 1, 0)                    # (J, R, n) Vh for now
-    buf["margin"][ks, rs] = margin.transpose(2, 1, 0)
-    buf["softmax"][ks, rs, :, :, 0] = S_sig.transpose(3, 2, 1, 0)     # (J, R, n, l) S_l,signal
-    buf["softmax"][ks, rs, :, :, 1] = S_noise.transpose(3, 2, 1, 0)   # S_l,noise
-
-
-def _finish_records(buf, rs, batch: ReducedBatch) -> None:
-    """Derived arrays of a chunk, vectorized over all its records: the history frame
-    ``Qn = c Qh`` (etc.), ``l'``, training loss and error, and the test metrics."""
-    c = batch.c.T                                     # (R, n)
-    buf["Qn"][:, rs] *= c[None, :, None, :]
-    buf["Kn"][:, rs] *= c[None, :, None, :]
-    buf["Vn"][:, rs] *= c[None]
-    margin = buf["margin"][:, rs]                     # (T, R, n)
-    buf["lprime"][:, rs] = loss_derivative(margin)
-    buf["train_loss"][:, rs] = logistic_loss(margin).mean(-1)
-    buf["train_error"][:, rs] = (margin <= 0).mean(-1)
-    T, R_chunk = margin.shape[0], margin.shape[1]
-    n_test = batch.test.y.shape[1]
-    block = max(1, CHUNK_BYTES // (80 * R_chunk * n_test))
-    for a in range(0, T, block):
-        ts = slice(a, min(a + block, T))
-        Qs = buf["Qs"][ts, rs].transpose(1, 2, 0)     # (R, m_k, T_block)
-        Ks = buf["Ks"][ts, rs].transpose(1, 2, 0)
-        Vs = buf["Vs"][ts, rs].T[:, None, :]          # (R, 1, T_block)
-        for name, value in held_out_metrics(Qs, Ks, Vs, batch.test).items():
-            buf[name][ts, rs] = value.T
+def chunk_size(config: SimulationConfig) -> int:
+    """Runs per chunk so that a chunk's working memory stays near :data:`CHUNK_BYTES`."""
+    n, m_k, s = config.n, config.m_k, config.s if config.noise == "sparse" else 0
+    floats = 12 * m_k * n + (2 * m_k + 6) * config.n_test + 2 * n * s
+    if config.optimizer != "signgd":          # lifted: gradients and state per coordinate
+        floats += 8 * (2 * m_k + 1) * n * max(s, 1)
+    return max(1, min(config.n_seeds, CHUNK_BYTES // (8 * floats)))

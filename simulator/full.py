@@ -1,0 +1,163 @@
+"""The full engine: trains the weights ``W`` on the active basis of each run.
+
+A step is ``W <- W - eta * P(grad L)`` with ``grad L`` from
+:func:`simulator.model.loss_and_gradient`, the function the finite-difference tests
+prove, and ``P`` the configured optimizer of :mod:`simulator.optimizers`. The data,
+the basis and the test inputs come from :mod:`simulator.problem`; the loop and the
+recorder from :mod:`simulator.training` and :mod:`simulator.history`.
+
+Held-out metrics are evaluated in blocks of records after the fact: a test input's
+projections are fixed (its fresh coordinates keep their initial weights) except for
+the columns of ``W`` it touches, coordinate 0 (the signal) and the few trained
+coordinates some test noise falls on. At a record the engine keeps those columns
+(:meth:`FullEngine.held_out_snapshot`, ``(R, M, C)``), and
+:meth:`FullEngine.held_out_metrics` evaluates the model on every test input of a
+block of records in one vectorized pass.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from .model import LossAndGradient, forward_from_projections, held_out_statistics, loss_and_gradient
+from .optimizers import make_optimizer
+from .problem import L, TrainingProblem
+
+
+class TestColumns(NamedTuple):
+    """The columns of ``W`` that held-out inputs touch, per run (padded to ``C``)."""
+
+    cols: np.ndarray          # (R, C) basis columns (padding repeats column 0)
+    signal: list              # per run: CSR (n_test, C), signal patch on those columns
+    noise: list               # per run: CSR (n_test, C), noise patch on those columns
+
+
+def test_columns(problem: TrainingProblem) -> TestColumns:
+    """The columns of :class:`TestColumns` for every run of ``problem``."""
+    R, D = problem.R, problem.D
+    parts = []
+    for r in range(R):
+        if problem.test_signal_in_basis is None:      # the signal patch is y ||mu|| e_0
+            n_test = problem.test_y.shape[1]
+            signal = sp.csr_matrix((problem.test_signal[r], (np.arange(n_test),
+                                    np.zeros(n_test, dtype=np.int64))), shape=(n_test, D))
+        else:
+            signal = problem.test_signal_in_basis[r].tocsr()
+        noise = problem.test_in_basis[r].tocsr()
+        cols = np.union1d(np.union1d(signal.indices, noise.indices), [0])
+        parts.append((cols, signal[:, cols], noise[:, cols]))
+    C = max(p[0].size for p in parts)
+    cols = np.zeros((R, C), dtype=np.int64)
+    signal, noise = [], []
+    for r, (c, s, n) in enumerate(parts):
+        cols[r, :c.size] = c
+        pad = sp.csr_matrix((s.shape[0], C - c.size))
+        signal.append(sp.hstack([s, pad], format="csr"))
+        noise.append(sp.hstack([n, pad], format="csr"))
+    return TestColumns(cols, signal, noise)
+
+
+#: Working memory of one block of held-out evaluations.
+BLOCK_BYTES = 32 * 2 ** 20
+
+
+class FullEngine:
+    """The engine protocol of :func:`simulator.training.run_loop` on a
+    :class:`~simulator.problem.TrainingProblem`."""
+
+    def __init__(self, problem: TrainingProblem):
+        config = problem.config
+        self.problem, self.layout, self.config = problem, problem.layout, config
+        self.optimizer = make_optimizer(config)
+        self.eta = config.eta
+        self.R = problem.R
+        self.test = test_columns(problem)
+        n_test, M = problem.test_y.shape[1], self.layout.M
+        self.block = max(1, BLOCK_BYTES // (8 * 4 * n_test * L * M))
+
+    # --- the loop's protocol ---
+    def initial_params(self) -> np.ndarray:
+        """The weights ``W`` (R, M, D) at initialization (a copy)."""
+        return self.problem.W0.copy()
+
+    def evaluate(self, W: np.ndarray) -> LossAndGradient:
+        """Forward and backward pass at ``W``: margins ``(R, n)``, softmax, ``grad L``."""
+        return loss_and_gradient(W, self.problem.X, self.problem.y, self.layout)
+
+    def update(self, W: np.ndarray, ev: LossAndGradient, state, t: int):
+        """``W <- W - eta * P(grad L)`` in place; returns the optimizer's new state."""
+        G = ev.grad                                                    # (R, M, D)
+        if state is None:
+            state = self.optimizer.init(G)
+        norm = (np.sqrt(np.square(G).sum(axis=(1, 2), keepdims=True))  # (R, 1, 1) ||G||_2
+                if self.optimizer.needs_norm else None)
+        P, state = self.optimizer.direction(G, state, t, norm)
+        W -= self.eta * P
+        return state
+
+    def quantities(self, W: np.ndarray, ev: LossAndGradient) -> dict[str, np.ndarray]:
+        """The section-4 inner products and the softmax in (signal, noise) order.
+
+        With ``x_signal = y_clean mu`` and ``x_noise = xi`` the noise quantities are
+        ``y_i W xi_i``, read off the noise-patch projections; signal quantities read
+        ``||mu|| W[:, coordinate 0]``, or ``W mu`` for a general ``mu`` (digits).
+        """
+        problem, lay = self.problem, self.layout
+        position = problem.signal_position                               # (R, n)
+        if problem.signal_direction is None:                             # mu = ||mu|| e_0
+            mu, w_signal = problem.config.mu_norm, W[:, :, 0]            # (R, M)
+        else:
+            mu, w_signal = 1.0, np.einsum("rmd,rd->rm", W, problem.signal_direction)
+        proj, S = ev.forward.proj, ev.forward.att.S                      # (R, n, L, M), (R, n, L, L)
+        if problem.signal_first:
+            noise_proj = proj[:, :, 1, :]                                # (R, n, M)
+        else:                                                            # semantic patch order
+            order = np.stack([position, 1 - position], axis=-1)          # (R, n, 2)
+            noise_proj = np.take_along_axis(proj, order[..., 1, None, None], axis=2)[:, :, 0]
+            S = np.take_along_axis(S, order[..., :, None], axis=2)
+            S = np.take_along_axis(S, order[..., None, :], axis=3)
+        yn = problem.y[..., None] * noise_proj                           # (R, n, M) y_i W xi_i
+        return {
+            "Vs": mu * (w_signal[:, lay.Vp].mean(-1) - w_signal[:, lay.Vm].mean(-1)),
+            "Vn": yn[..., lay.Vp].mean(-1) - yn[..., lay.Vm].mean(-1),
+            "Qs": mu * w_signal[:, lay.Q],
+            "Ks": mu * w_signal[:, lay.K],
+            "Qn": yn[..., lay.Q].swapaxes(1, 2),
+            "Kn": yn[..., lay.K].swapaxes(1, 2),
+            "softmax": S,
+        }
+
+    def held_out_snapshot(self, W: np.ndarray) -> np.ndarray:
+        """The columns of ``W`` that test inputs touch: ``(R, M, C)`` (a copy)."""
+        return np.take_along_axis(W, self.test.cols[:, None, :], axis=2)
+
+    def held_out_metrics(self, snaps: np.ndarray) -> dict[str, np.ndarray]:
+        """Test loss, error and margin statistics ``(K, R)`` of ``K`` snapshots
+        ``(K, R, M, C)``: ``W x = W_0 x`` on fresh coordinates plus the touched columns."""
+        problem = self.problem
+        K, R, M, C = snaps.shape
+        out = {}
+        for r in range(R):
+            Wc = snaps[:, r].transpose(2, 0, 1).reshape(C, K * M)        # (C, K M)
+            signal = (self.test.signal[r] @ Wc).reshape(-1, K, M).swapaxes(0, 1)   # (K, n_test, M)
+            noise = (self.test.noise[r] @ Wc).reshape(-1, K, M).swapaxes(0, 1)
+            noise += problem.test_frozen[r]                               # W_0 xi off the basis
+            first = (problem.test_signal_position[r] == 0)[None, :, None]  # (1, n_test, 1)
+            proj = np.stack([np.where(first, signal, noise),
+                             np.where(first, noise, signal)], axis=2)      # (K, n_test, L, M)
+            margin = problem.test_y[r] * forward_from_projections(proj, self.layout).f
+            for name, value in held_out_statistics(margin).items():        # (K,)
+                out.setdefault(name, np.empty((K, R)))[:, r] = value
+        return out
+
+    def per_run(self) -> dict[str, np.ndarray]:
+        """The per-run arrays of the history."""
+        problem = self.problem
+        return {"seeds": problem.seeds, "y": problem.y,
+                "y_clean": problem.stacked("y_clean"), "xi_l1": problem.stacked("xi_l1"),
+                "xi_l2": problem.stacked("xi_l2"), "signal_position": problem.signal_position,
+                "shared_coordinates": problem.shared_coordinates,
+                "test_overlap_fraction": problem.test_overlap_fraction}
