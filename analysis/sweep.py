@@ -60,14 +60,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from simulator.config import ConfigError, SimulationConfig
+from simulator.config import ConfigError, SimulationConfig, field_type
 from simulator.io import atomic_write_text
+from simulator.optimizers import hyper_parameters
 
 RESULTS_FILE = "results.csv"
 POINTS_DIR = "points"
 RUNS_DIR = "runs"
 NOT_IN_GRID = ("n_seeds",)     # set by --seeds
-FIELD_TYPES = {f.name: type(getattr(SimulationConfig(), f.name)) for f in fields(SimulationConfig)}
+FIELD_TYPES = {f.name: field_type(f.name) for f in fields(SimulationConfig)}
 TIMING_COLUMNS = ("point_seconds",)
 """Columns that depend on the machine, not on the config (excluded from comparisons)."""
 
@@ -276,6 +277,10 @@ def compute_point(config_json: str, match_train_loss: float | None = None,
 def point_rows(point: Point, result: dict[str, Any]) -> list[dict[str, Any]]:
     """The table rows of a finished point: identity, config fields, run summary."""
     config_fields = {k: v for k, v in point.config.to_dict().items() if k not in ("seed",)}
+    # optimizer hyper-parameters as the optimizer ran them; NaN where it has none
+    hyper = hyper_parameters(point.config)
+    for name in ("beta1", "beta2", "eps"):
+        config_fields[name] = hyper.get(name, math.nan)
     rows = []
     for summary in result["summaries"]:
         row = {"point": point.key, "label": point.label, "optimizer": point.config.optimizer}

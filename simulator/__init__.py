@@ -4,19 +4,20 @@ A pure-NumPy simulator of the setting of Li et al. (2024), "On the Optimization 
 Generalization of Two-layer Transformers with Sign Gradient Descent".
 
 >>> from simulator import SimulationConfig, train
->>> history = train(SimulationConfig(steps=100))
->>> history["train_loss"].shape
+>>> result = train(SimulationConfig(steps=100))
+>>> result.history["train_loss"].shape
 (101, 1)
 """
 
 from .config import ConfigError, SimulationConfig
 from .history import History
-from .training import NonFiniteError, train
+from .training import NonFiniteError, TrainingResult, train
 
-__all__ = ["ConfigError", "History", "NonFiniteError", "SimulationConfig", "train", "run"]
+__all__ = ["ConfigError", "History", "NonFiniteError", "SimulationConfig", "TrainingResult",
+           "train", "run"]
 __version__ = "0.2.0"
 
 
 def run(config: SimulationConfig, *, progress: bool = False) -> History:
-    """Run ``config`` on its engine and return the recorded history (same as :func:`train`)."""
-    return train(config, progress=progress)
+    """Run ``config`` on its engine and return the recorded history."""
+    return train(config, progress=progress).history

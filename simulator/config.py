@@ -179,6 +179,13 @@ class SimulationConfig:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
 
 
+def field_type(name: str) -> type:
+    """The value type of config field ``name`` (``int``, ``float`` or ``str``; an
+    optional field's type is that of its values)."""
+    rule = _RULES[name]
+    return {"int": int, "float": float, "choice": str}[rule[0]]
+
+
 # ---------------------------------------------------------------------------
 # validation: declarative rules, checked once when a config is built
 # ---------------------------------------------------------------------------

@@ -134,21 +134,27 @@ class FullEngine:
         """The columns of ``W`` that test inputs touch: ``(R, M, C)`` (a copy)."""
         return np.take_along_axis(W, self.test.cols[:, None, :], axis=2)
 
-    def held_out_metrics(self, snaps: np.ndarray) -> dict[str, np.ndarray]:
-        """Test loss, error and margin statistics ``(K, R)`` of ``K`` snapshots
-        ``(K, R, M, C)``: ``W x = W_0 x`` on fresh coordinates plus the touched columns."""
+    def held_out_projections(self, snaps: np.ndarray, r: int) -> np.ndarray:
+        """``W x`` of run ``r``'s test inputs ``(K, n_test, L, M)`` at ``K`` snapshots
+        ``(K, R, M, C)``: ``W_0 x`` on fresh coordinates plus the touched columns."""
         problem = self.problem
         K, R, M, C = snaps.shape
+        Wc = snaps[:, r].transpose(2, 0, 1).reshape(C, K * M)            # (C, K M)
+        signal = (self.test.signal[r] @ Wc).reshape(-1, K, M).swapaxes(0, 1)   # (K, n_test, M)
+        noise = (self.test.noise[r] @ Wc).reshape(-1, K, M).swapaxes(0, 1)
+        noise += problem.test_frozen[r]                                   # W_0 xi off the basis
+        first = (problem.test_signal_position[r] == 0)[None, :, None]      # (1, n_test, 1)
+        return np.stack([np.where(first, signal, noise),
+                         np.where(first, noise, signal)], axis=2)          # (K, n_test, L, M)
+
+    def held_out_metrics(self, snaps: np.ndarray) -> dict[str, np.ndarray]:
+        """Test loss, error and margin statistics ``(K, R)`` of ``K`` snapshots
+        ``(K, R, M, C)``."""
+        K, R = snaps.shape[:2]
         out = {}
         for r in range(R):
-            Wc = snaps[:, r].transpose(2, 0, 1).reshape(C, K * M)        # (C, K M)
-            signal = (self.test.signal[r] @ Wc).reshape(-1, K, M).swapaxes(0, 1)   # (K, n_test, M)
-            noise = (self.test.noise[r] @ Wc).reshape(-1, K, M).swapaxes(0, 1)
-            noise += problem.test_frozen[r]                               # W_0 xi off the basis
-            first = (problem.test_signal_position[r] == 0)[None, :, None]  # (1, n_test, 1)
-            proj = np.stack([np.where(first, signal, noise),
-                             np.where(first, noise, signal)], axis=2)      # (K, n_test, L, M)
-            margin = problem.test_y[r] * forward_from_projections(proj, self.layout).f
+            proj = self.held_out_projections(snaps, r)
+            margin = self.problem.test_y[r] * forward_from_projections(proj, self.layout).f
             for name, value in held_out_statistics(margin).items():        # (K,)
                 out.setdefault(name, np.empty((K, R)))[:, r] = value
         return out

@@ -137,7 +137,8 @@ class Recorder:
                          f"{int(self.arrays['seeds'][idx[1]])}" if f.recorded and a.ndim > 1
                          else f"run seed {int(self.arrays['seeds'][idx[0]])}")
                 from .training import NonFiniteError
-                raise NonFiniteError(f"non-finite {f.name} ({f.meaning}) at {where}: "
+                raise NonFiniteError(f"non-finite {f.name} ({f.meaning}) in the recorded output "
+                                     f"at {where}: "
                                      f"{a[tuple(idx)]}; {nonfinite_hint(self.config)}")
         return History(self.config, self.arrays)
 

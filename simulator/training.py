@@ -23,6 +23,7 @@ metrics are evaluated in blocks of records (``engine.block``) to keep recording 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,6 +35,26 @@ from .progress import Progress
 
 class NonFiniteError(FloatingPointError):
     """A non-finite value appeared during training (the message names the step)."""
+
+
+@dataclass
+class TrainingResult:
+    """A finished batch of runs: its history and each chunk's final state (not saved)."""
+
+    history: History
+    finals: list                  # per chunk of runs: (runs slice, engine, final params)
+
+    @property
+    def W(self) -> np.ndarray:
+        """Final weights ``(R, M, D)`` on the basis (full engine)."""
+        (_, engine, W), = self.finals
+        return W
+
+    @property
+    def problem(self):
+        """The full engine's :class:`~simulator.problem.TrainingProblem`."""
+        (_, engine, _), = self.finals
+        return engine.problem
 
 
 def run_loop(engine, config: SimulationConfig, recorder: Recorder, rs: slice,
@@ -110,8 +131,8 @@ def engine_chunks(config: SimulationConfig, problem=None) -> list:
 
 
 @np.errstate(over="ignore", invalid="ignore")  # non-finite values raise NonFiniteError instead
-def train(config: SimulationConfig, *, progress: bool = False, problem=None) -> History:
-    """Train every run of ``config`` on its engine and return the recorded history.
+def train(config: SimulationConfig, *, progress: bool = False, problem=None) -> TrainingResult:
+    """Train every run of ``config`` on its engine; the result holds the recorded history.
 
     Parameters
     ----------
@@ -132,9 +153,11 @@ def train(config: SimulationConfig, *, progress: bool = False, problem=None) -> 
     chunks = engine_chunks(config, problem)
     bar = Progress(config.steps * len(chunks), f"{config.optimizer} x{config.n_seeds} "
                    f"({config.engine} engine)", enabled=progress)
+    finals = []
     for j, (rs, make) in enumerate(chunks):
         engine = make()
         recorder.write_per_run(rs, engine.per_run())
-        run_loop(engine, config, recorder, rs, lambda t: bar.update(j * config.steps + t))
+        params = run_loop(engine, config, recorder, rs, lambda t: bar.update(j * config.steps + t))
+        finals.append((rs, engine, params))
     bar.close()
-    return recorder.history()
+    return TrainingResult(recorder.history(), finals)

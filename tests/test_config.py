@@ -48,7 +48,7 @@ def test_defaults_are_valid_and_documented_values():
     (dict(record_every=0), r"^record_every must be an integer >= 1, got 0$"),
     (dict(seed=2**63 - 1, n_seeds=2), r"^seed \+ n_seeds - 1 must be at most 9223372036854775807"),
     # unknown choices
-    (dict(optimizer="sgd"), r"^optimizer must be one of signgd, gd, adam, signum, normgd; got 'sgd'$"),
+    (dict(optimizer="sgd"), r"^optimizer must be one of signgd, gd, adam, signum, normgd, lion; got 'sgd'$"),
     (dict(noise="gaussian"), r"^noise must be one of sparse, dense, none; got 'gaussian'$"),
     (dict(signal_position="last"), r"^signal_position must be one of first, random; got 'last'$"),
     (dict(engine="fast"), r"^engine must be one of full, reduced; got 'fast'$"),

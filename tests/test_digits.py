@@ -13,9 +13,8 @@ from simulator.config import ConfigError
 from simulator.digits import (PIXELS, DigitsData, DigitsUnavailableError, build_digits_problem,
                               digits_config, draw_digits, load_digit_images, train_digits)
 from simulator.initialization import initial_weights
-from simulator.problem import held_out_projections
-from simulator.training import theory_quantities
-from simulator.model import forward
+from simulator.full import FullEngine
+from simulator.model import loss_and_gradient
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -151,7 +150,8 @@ def test_held_out_projections_against_dense_computation(images):
     d = data(n_test=10)
     problem = build_digits_problem(d, model(), images=images)
     run = draw_digits(d, seed=4, images=images)
-    proj = held_out_projections(problem.W0, problem)                     # (1, n_test, L, M)
+    engine = FullEngine(problem)
+    proj = engine.held_out_projections(engine.held_out_snapshot(problem.W0)[None], 0)  # (1, n_test, L, M)
     M = problem.layout.M
     W_pix = initial_weights(4, M, np.arange(PIXELS), 0.05)              # (M, 64)
     np.testing.assert_allclose(proj[0, :, 0, :], run.test_x1 @ W_pix.T, rtol=1e-12, atol=1e-15)
@@ -165,7 +165,7 @@ def test_signal_quantities_project_on_the_class_mean_direction(images):
     problem = build_digits_problem(data(), model(), images=images)
     run = draw_digits(data(), seed=4, images=images)
     W = problem.W0
-    q = theory_quantities(W, forward(W, problem.X, problem.layout), problem)
+    q = FullEngine(problem).quantities(W, loss_and_gradient(W, problem.X, problem.y, problem.layout))
     lay = problem.layout
     w_mu = W[0][:, :PIXELS] @ run.mu                                    # (M,) <w, mu>
     np.testing.assert_allclose(q["Vs"][0], w_mu[lay.Vp].mean() - w_mu[lay.Vm].mean(), rtol=1e-12)

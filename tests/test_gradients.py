@@ -99,7 +99,7 @@ def test_gradient_matches_finite_differences(case, qk_scale, h, seed):
     W, X, y, layout = random_problem(seed, qk_scale=qk_scale)
     fw = forward(W, X, layout)
     if case == "nearly saturated":
-        assert min(fw.S1.min(), fw.S2.min()) < 1e-3, "problem is not saturated"
+        assert min(fw.att.S[..., 0].min(), fw.att.S[..., 1].min()) < 1e-3, "problem is not saturated"
     G = loss_and_gradient(W, X, y, layout).grad
     G_fd = finite_difference_gradient(W, X, y, layout, h)
     for name in MATRICES:
@@ -127,13 +127,13 @@ def test_vectorized_matches_slow_loop(seed):
 def test_forward_softmax_rows_sum_to_one_and_match_exp():
     W, X, y, layout = random_problem(5, qk_scale=1.0)
     fw = forward(W, X, layout)
-    np.testing.assert_allclose(fw.S1 + fw.S2, 1.0, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(fw.att.S[..., 0] + fw.att.S[..., 1], 1.0, rtol=0, atol=1e-15)
     q = np.einsum("rmd,rnld->rnlm", W[:, layout.Q], X)
     k = np.einsum("rmd,rnld->rnlm", W[:, layout.K], X)
     z = np.einsum("rnlm,rnjm->rnlj", q, k)
     S = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
-    np.testing.assert_allclose(fw.S1, S[..., 0], rtol=1e-12)
-    np.testing.assert_allclose(fw.S2, S[..., 1], rtol=1e-12)
+    np.testing.assert_allclose(fw.att.S[..., 0], S[..., 0], rtol=1e-12)
+    np.testing.assert_allclose(fw.att.S[..., 1], S[..., 1], rtol=1e-12)
 
 
 # --- deep saturation: 120-digit decimal finite differences -----------------------
@@ -177,7 +177,7 @@ def test_gradient_deeply_saturated_attention_matches_high_precision():
     W, X, y, layout = random_problem(1, R=1, n=2, D=4, m_k=2, m_v=2,
                                      qk_scale=8.0, v_scale=0.3)
     fw = forward(W, X, layout)
-    smaller = np.minimum(fw.S1, fw.S2)
+    smaller = np.minimum(fw.att.S[..., 0], fw.att.S[..., 1])
     assert smaller.max() < 1e-20 and smaller.min() > 1e-60, "problem is not deeply saturated"
     G = loss_and_gradient(W, X, y, layout).grad[0]
     with localcontext() as ctx:

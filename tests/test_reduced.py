@@ -22,11 +22,11 @@ from simulator import SimulationConfig, train
 from simulator.config import ConfigError
 from simulator.history import PER_RUN, RECORDED
 from simulator.problem import build_problem
-from simulator.reduced import (ReducedTestWarning, ReductionError, HeldOutInputs,
-                               build_reduced_batch, expected_test_overlap, held_out_metrics,
-                               train_reduced)
-from simulator.reduced_dynamics import (attention, gradient, gradient_signs,
-                                        gradient_signs_log)
+from simulator.optimizers import SignGD
+from simulator.reduced import (ReducedEngine, ReducedTestWarning, ReductionError, HeldOutInputs,
+                               build_reduced_batch, expected_test_overlap)
+from simulator.reduced_dynamics import (ScoreGaps, evaluate, flat_state, gradient,
+                                        gradient_signs_log, lift, signgd_direction, state_size)
 
 RTOL = 1e-10
 QUANTITIES = ("train_loss", "margin", "lprime", "Vs", "Vn", "Qs", "Ks", "Qn", "Kn", "softmax")
@@ -38,7 +38,25 @@ AGREE = dict(d=10**7, n=8, s=20, steps=500, n_test=100, seed=0)
 def _reduced(config, **changes):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ReducedTestWarning)
-        return train_reduced(config.replace(engine="reduced", **changes))
+        return train(config.replace(engine="reduced", **changes))
+
+
+def _state(b, QKn=None, Vh=None):
+    """The flat state of a batch (optionally with other noise quantities)."""
+    m_k, n, R = b.QKn.shape[1:]
+    x = flat_state(np.empty((state_size(m_k, n), R)), m_k, n)
+    x.QKn[...] = b.QKn if QKn is None else QKn
+    x.QKs[...], x.Vs[...] = b.QKs, b.Vs
+    x.Vh[...] = b.Vh if Vh is None else Vh
+    return x
+
+
+def _signs_of_kernel(x, c, clean=False):
+    """The signs of the gradient scalars as the fused SignGD kernel takes them
+    (``eta = 1``: the step is ``||a||_1 sign(h)``, value rows twice that)."""
+    out = flat_state(np.full_like(x.X, np.nan), *x.QKn.shape[1:3])
+    signgd_direction(x, c, np.ones(c.shape), 1.0, clean=clean, out=out)
+    return out
 
 
 def _rel_error(a, b):
@@ -80,10 +98,13 @@ def test_reduced_agrees_with_full_engine_step_by_step(changes):
     T = full["step"].size
     Qs, Ks = (full[q].transpose(1, 2, 0) for q in ("Qs", "Ks"))       # (R, m_k, T)
     Vs = full["Vs"].T[:, None, :]
-    metrics = held_out_metrics(Qs, Ks, Vs, _full_test_inputs(problem))
+    engine = ReducedEngine(config.replace(engine="reduced"), np.array(config.seeds))
+    engine.batch.test = _full_test_inputs(problem)
+    snaps = np.concatenate([Qs, Ks, Vs], axis=1).transpose(2, 1, 0)     # (T, 2 m_k + 1, R)
+    metrics = engine.held_out_metrics(snaps)
     for name, value in metrics.items():
-        assert value.shape == (config.n_seeds, T)
-        err = _rel_error(full[name], value.T)
+        assert value.shape == (T, config.n_seeds)
+        err = _rel_error(full[name], value)
         assert err < RTOL, f"{name}: relative error {err:.2e} >= {RTOL:g}"
 
 
@@ -158,8 +179,9 @@ def test_gradient_matches_a_per_sample_loop():
     loop over runs, samples and neurons."""
     config, b = _random_batch()
     c = b.c
-    att = attention(b.QKs, b.QKn, b.Vs, b.Vh, c)
-    grad = gradient(att, b.QKs, b.QKn, b.Vs, b.Vh, c, config.m_v)
+    att, margin = evaluate(_state(b), c)
+    h = gradient(att, margin, c, config.m_v)
+    grad = dict(H=h.QKn, g=h.QKs, hV=h.Vh, gV=h.Vs)
     n, R = c.shape
     for r in range(R):
         Qs, Ks = b.QKs[0, :, 0, r], b.QKs[1, :, 0, r]
@@ -175,28 +197,37 @@ def test_gradient_matches_a_per_sample_loop():
             Dh = b.Vh[i, r] - b.Vs[0, r]
             d_s, d_n = alpha * S_ss * S_sn * Dh, alpha * S_ns * S_nn * Dh
             hQ, hK = d_n * (Kh - Ks), d_s * Qs + d_n * Qh
-            np.testing.assert_allclose(grad.H[0, :, i, r], hQ, rtol=1e-10, err_msg="hQ")
-            np.testing.assert_allclose(grad.H[1, :, i, r], hK, rtol=1e-10, err_msg="hK")
-            np.testing.assert_allclose(grad.hV[i, r], alpha * (S_sn + S_nn) / config.m_v,
+            np.testing.assert_allclose(grad['H'][0, :, i, r], hQ, rtol=1e-10, err_msg="hQ")
+            np.testing.assert_allclose(grad['H'][1, :, i, r], hK, rtol=1e-10, err_msg="hK")
+            np.testing.assert_allclose(grad['hV'][i, r], alpha * (S_sn + S_nn) / config.m_v,
                                        rtol=1e-10, err_msg="hV")
             gQ += d_s * (Kh - Ks)
             gK -= hK
             gV += alpha * (S_ss + S_ns) / config.m_v
-        np.testing.assert_allclose(grad.g[0, :, 0, r], gQ, rtol=1e-10, err_msg="gQ")
-        np.testing.assert_allclose(grad.g[1, :, 0, r], gK, rtol=1e-10, err_msg="gK")
-        np.testing.assert_allclose(grad.gV[0, r], gV, rtol=1e-10, err_msg="gV")
+        np.testing.assert_allclose(grad['g'][0, :, 0, r], gQ, rtol=1e-10, err_msg="gQ")
+        np.testing.assert_allclose(grad['g'][1, :, 0, r], gK, rtol=1e-10, err_msg="gK")
+        np.testing.assert_allclose(grad['gV'][0, r], gV, rtol=1e-10, err_msg="gV")
 
 
-@pytest.mark.parametrize("kernel", [gradient_signs, gradient_signs_log])
+def _log_signs(x, c):
+    dK = x.QKn[1] - x.QKs[1]
+    gap = np.stack([np.einsum("sxr,sir->ir", x.QKs[0], dK), np.einsum("sir,sir->ir", x.QKn[0], dK)])
+    att, margin = evaluate(x, c)
+    signs = gradient_signs_log(ScoreGaps(dK, gap, margin.T), x.QKs, x.QKn, x.Vs, x.Vh, c)
+    return flat_state(np.concatenate([signs.H.reshape(-1, c.shape[1]), signs.g.reshape(-1, c.shape[1]),
+                                      signs.hV, signs.gV]), *x.QKn.shape[1:3])
+
+
+@pytest.mark.parametrize("kernel", ["fused", "log-weights"])
 def test_sign_kernels_give_the_signs_of_the_gradient(kernel):
     config, b = _random_batch(seed=10, R=20)
     c = b.c
-    att = attention(b.QKs, b.QKn, b.Vs, b.Vh, c)
-    exact = gradient(att, b.QKs, b.QKn, b.Vs, b.Vh, c, config.m_v)
-    signs = kernel(att, b.QKs, b.QKn, b.Vs, b.Vh, c)
-    H = signs.H if signs.H_sign is None else signs.H * signs.H_sign
-    for name, a, s in [("H", exact.H, H), ("g", exact.g, signs.g),
-                       ("hV", exact.hV, signs.hV), ("gV", exact.gV, signs.gV)]:
+    x = _state(b)
+    att, margin = evaluate(x, c)
+    exact = gradient(att, margin, c, config.m_v)
+    signs = _signs_of_kernel(x, c) if kernel == "fused" else _log_signs(x, c)
+    for name, a, s in [("H", exact.QKn, signs.QKn), ("g", exact.QKs, signs.QKs),
+                       ("hV", exact.Vh, signs.Vh), ("gV", exact.Vs, signs.Vs)]:
         np.testing.assert_array_equal(np.sign(s), np.sign(a), err_msg=name)
 
 
@@ -208,19 +239,21 @@ def test_log_signs_survive_where_plain_products_underflow():
     c = np.ones_like(b.c)
     QKn = b.QKn * 60.0                                # |z_nn| ~ 1000
     Vh = b.Vs + 400.0 + np.abs(b.Vh)                  # margins ~ 800
-    att = attention(b.QKs, QKn, b.Vs, Vh, c)
-    assert (att.S_sig[1] * att.S_noise[1] == 0).any()
-    plain = gradient(att, b.QKs, QKn, b.Vs, Vh, c, config.m_v)
-    assert (plain.H == 0).any(), "plain float64 gradient should underflow here"
-    signs = gradient_signs(att, b.QKs, QKn, b.Vs, Vh, c, clean=True)
-    H = signs.H if signs.H_sign is None else signs.H * signs.H_sign
+    x = _state(b, QKn, Vh)
+    att, margin = evaluate(x, c)
+    S_ns_S_nn = (att.S[..., 1, 0] * att.S[..., 1, 1]).T                # (n, R)
+    assert (S_ns_S_nn == 0).any()
+    plain = gradient(att, margin, c, config.m_v)
+    assert (plain.QKn == 0).any(), "plain float64 gradient should underflow here"
+    signs = _signs_of_kernel(x, c, clean=True)
+    H = signs.QKn
     # law 3: sign(hQ) = -sign(Dh) sign(Kh - Ks) with c = 1 (Dh > 0 here)
     np.testing.assert_array_equal(np.sign(H[0]), -np.sign(QKn[1] - b.QKs[1]))
     # law 4 where S_ns S_nn underflowed: sign(hK) = -sign(S_ss S_sn Qs) = -sign(Qs)
-    dead = np.broadcast_to(att.S_sig[1] * att.S_noise[1] == 0, H[1].shape)
+    dead = np.broadcast_to(S_ns_S_nn == 0, H[1].shape)
     np.testing.assert_array_equal(np.sign(H[1])[dead],
                                   -np.sign(np.broadcast_to(b.QKs[0], H[1].shape))[dead])
-    assert (signs.g != 0).all() and (signs.gV < 0).all()
+    assert (signs.QKs != 0).all() and (signs.Vs < 0).all()
 
 
 def test_distribution_init_has_the_law_of_the_data_init():
@@ -233,7 +266,7 @@ def test_distribution_init_has_the_law_of_the_data_init():
     s0, mu, m_v = base.sigma_0, base.mu_norm, base.m_v
     for init in ("data", "distribution"):
         b = build_reduced_batch(base.replace(reduced_init=init), np.arange(400))
-        l2 = np.sqrt(b.mag.l2sq)
+        l2 = np.sqrt(np.square(b.mag.abs_xi).sum(0))
         np.testing.assert_allclose(np.var(b.QKn / (s0 * l2)), 1.0, atol=0.06, err_msg=init)
         np.testing.assert_allclose(np.var(b.Vh / (s0 * l2 * np.sqrt(2 / m_v))), 1.0,
                                    atol=0.3, err_msg=init)
@@ -255,7 +288,10 @@ def test_d_1e9_runs_and_matches_d_1e6_statistics():
         a, b = (runs[d][name][-1].reshape(300, -1).mean(1) for d in (10**6, 10**9))
         se = np.sqrt(a.var() / a.size + b.var() / b.size)
         assert abs(a.mean() - b.mean()) < 5 * se, name
-    assert runs[10**9]["test_overlap_fraction"][0] == pytest.approx(40 / (10**9 - 1))
+    # test inputs lie on fresh supports: none of their coordinates is trained, while a
+    # real test input would touch a trained one with the expected fraction below
+    assert runs[10**9]["test_overlap_fraction"][0] == 0.0
+    assert expected_test_overlap(base.replace(d=10**9))[0] == pytest.approx(40 / (10**9 - 1))
     # data-free runs do not depend on d at all (only the expected overlap does)
     free = {d: _reduced(base, d=d, n_seeds=3, reduced_init="distribution").history
             for d in (10**6, 10**9)}
@@ -301,7 +337,7 @@ def test_reduced_init_requires_the_reduced_engine():
 
 def test_warns_about_test_inputs_on_trained_coordinates():
     with pytest.warns(ReducedTestWarning, match=r"about \d+\.\d% of real test inputs"):
-        train_reduced(SimulationConfig(engine="reduced", steps=2))
+        train(SimulationConfig(engine="reduced", steps=2))
 
 
 def test_cli_runs_the_reduced_engine_and_refuses_with_status_2(tmp_path):
@@ -319,16 +355,16 @@ def test_cli_runs_the_reduced_engine_and_refuses_with_status_2(tmp_path):
 
 @pytest.mark.parametrize("changes", [dict(), dict(n_seeds=2, record_every=3, label_flip=0.2, seed=7)],
                          ids=["default", "two-runs-flips-sparse-records"])
-def test_sign_stable_stretches_equal_the_step_by_step_loop(monkeypatch, changes):
-    """The SignGD fast path for few runs (simulator.reduced._run_signgd_stretches)
-    against the plain loop, on the default config (Stages I-III and the start of
-    IV, a few hundred sign changes). Rounding differs (X - j Delta against j
-    subtractions)."""
+def test_fused_signgd_kernel_equals_the_lifted_signgd(monkeypatch, changes):
+    """The fused SignGD kernel (reduced_dynamics.signgd_direction) against SignGD of
+    simulator.optimizers lifted onto the state (reduced_dynamics.lift), through the
+    same loop, on the default config (Stages I-III and the start of IV, a few
+    hundred sign changes): equal to rounding where no product underflows."""
     import simulator.reduced as reduced
 
     config = SimulationConfig(engine="reduced", steps=1500, n_test=50, **changes)
     fast = _reduced(config).history
-    monkeypatch.setattr(reduced, "SPECULATE_MAX_RUNS", 0)
+    monkeypatch.setattr(reduced, "FUSED_SIGNGD", False)
     plain = _reduced(config).history
     for name in QUANTITIES + ("test_loss", "test_error"):
         assert _rel_error(plain[name], fast[name]) < RTOL, name
@@ -337,60 +373,32 @@ def test_sign_stable_stretches_equal_the_step_by_step_loop(monkeypatch, changes)
 
 @pytest.mark.parametrize("R", [20, 80], ids=["vecdot-runs", "einsum-runs"])
 @pytest.mark.parametrize("label_flip", [0.0, 0.3], ids=["clean", "flips"])
-@pytest.mark.parametrize("scale", [1.0, 60.0], ids=["plain-weights", "log-weights"])
-def test_flat_signgd_step_equals_the_sign_kernels_and_signgd(R, label_flip, scale):
-    """The fused SignGD step of the fast path (reduced_dynamics.signgd_direction)
-    against attention + gradient_signs + SignGD.step, on random states: the steps
-    are equal exactly; margins and softmax agree to rounding (1e-14 absolute; they
-    are of order 1 here). ``scale = 60`` makes scores of about 1000, where the
-    weights underflow and both take the log-weight path."""
-    from simulator.reduced_dynamics import flat_state, signgd_direction, state_size
-    from simulator.reduced_optimizers import SignGD
-
+def test_fused_signgd_step_equals_lifted_signgd_on_random_states(R, label_flip):
+    """One step of the fused kernel against lift(SignGD) on random states: the steps
+    are equal to rounding (1e-14 of the step), margins and softmax to 1e-14."""
     config = SimulationConfig(engine="reduced", reduced_init="distribution", n=6, s=7,
                               m_k=3, m_v=2, sigma_0=0.3, label_flip=label_flip)
     b = build_reduced_batch(config, np.arange(20, 20 + R))
     c = b.c
-    clean = bool((c == 1.0).all())
-    QKn, Vh = b.QKn * scale, b.Vh + (400.0 if scale > 1 else 0.0)
-    att = attention(b.QKs, QKn, b.Vs, Vh, c)
-    expected = SignGD(config.eta, b.mag).step(
-        gradient_signs(att, b.QKs, QKn, b.Vs, Vh, c, clean=clean), None, 0)[0]
-    m_k, n = config.m_k, config.n
-    x = flat_state(np.empty((state_size(m_k, n), R)), m_k, n)
-    x.QKn[...], x.QKs[...], x.Vh[...], x.Vs[...] = QKn, b.QKs, Vh, b.Vs
+    x = _state(b)
     before = x.X.copy()
-    d = flat_state(np.full_like(x.X, np.nan), m_k, n)
-    margin, S = signgd_direction(x, c, config.eta * b.mag.l1, config.eta * config.mu_norm,
-                                 clean=clean, out=d)
+    att, margin = evaluate(x, c)
+    h = gradient(att, margin, c, config.m_v)
+    expected = flat_state(np.empty_like(x.X), config.m_k, config.n)
+    lift(SignGD(), h, b.mag, config.m_v, None, 0, config.eta, out=expected)
+    d = flat_state(np.full_like(x.X, np.nan), config.m_k, config.n)
+    km, S = signgd_direction(x, c, config.eta * b.mag.l1, config.eta * config.mu_norm,
+                             clean=bool((c == 1).all()), out=d)
     np.testing.assert_array_equal(x.X, before, err_msg="state modified")
-    for name, got, want in zip(("QKn", "QKs", "Vh", "Vs"), d[1:], expected):
-        np.testing.assert_array_equal(got, want, err_msg=name)
-    np.testing.assert_allclose(margin, att.margin, rtol=0, atol=1e-14 * max(1, np.abs(att.margin).max()))
-    np.testing.assert_allclose(S[0], att.S_noise, rtol=0, atol=1e-14)
-    np.testing.assert_allclose(S[1], att.S_sig, rtol=0, atol=1e-14)
-
-
-def test_sign_stable_stretches_equal_the_plain_loop_through_underflow(monkeypatch):
-    """Stretches against the step-by-step loop where the weights underflow (the
-    config of the underflow test above: l' reaches 0 in float64 and the log-weight
-    signs are used), recorded every step."""
-    import simulator.reduced as reduced
-
-    config = SimulationConfig(engine="reduced", d=10**7, n=4, s=20, steps=300, eta=0.05,
-                              n_test=10, seed=0)
-    fast = _reduced(config).history
-    assert (fast["underflow_step"] > 0).any()
-    monkeypatch.setattr(reduced, "SPECULATE_MAX_RUNS", 0)
-    plain = _reduced(config).history
-    for name in QUANTITIES + ("test_loss", "test_error"):
-        assert _rel_error(plain[name], fast[name]) < RTOL, name
-    np.testing.assert_array_equal(plain["underflow_step"], fast["underflow_step"])
+    np.testing.assert_allclose(d.X, expected.X, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(km.T, margin, rtol=0, atol=1e-14 * max(1, np.abs(margin).max()))
+    np.testing.assert_allclose(S[0].transpose(2, 1, 0), att.S[..., 1], rtol=0, atol=1e-14)
+    np.testing.assert_allclose(S[1].transpose(2, 1, 0), att.S[..., 0], rtol=0, atol=1e-14)
 
 
 def test_a_run_does_not_depend_on_its_batch():
-    """Run r of a batch (plain loop, many runs) equals the same seed run alone
-    (stretches) to rounding, and each path is bit-for-bit reproducible."""
+    """Run r of a batch equals the same seed run alone to rounding, and each is
+    bit-for-bit reproducible."""
     config = SimulationConfig(engine="reduced", reduced_init="distribution", steps=600,
                               n_test=50, n_seeds=5, seed=3, label_flip=0.1)
     batch = _reduced(config).history

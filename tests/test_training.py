@@ -7,7 +7,7 @@ from simulator import NonFiniteError, SimulationConfig, train
 from simulator.model import loss_and_gradient
 from simulator.optimizers import Adam, SignGD
 from simulator.problem import build_problem
-from simulator.training import record_steps
+from simulator.history import record_steps
 
 SKIP = {"wall_time"}
 
@@ -20,7 +20,8 @@ def test_sign_of_zero_is_zero():
 
 def test_adam_of_zero_gradient_is_zero():
     G = np.zeros((1, 2, 3))
-    P, _ = Adam(0.0, 0.0, 0.0).direction(G, Adam(0.0, 0.0, 0.0).init_state(G), 0)
+    adam = Adam(beta1=0.0, beta2=0.0, eps=0.0)
+    P, _ = adam.direction(G, adam.init(G), 0)
     assert np.array_equal(P, np.zeros_like(G))
 
 
@@ -34,10 +35,10 @@ def test_adam_without_momentum_and_eps_is_signgd(tiny_config, eps):
 
 
 def assert_same_to_rounding(a, b):
-    """Equal up to float rounding. The SignGD path keeps each sample's common block
-    shift apart from the stored weights (``training._Step``), so it adds the same
-    steps in another order than the generic optimizer path: the weights agree to a
-    few ulps, not bit for bit. Counts (errors, underflow steps) must agree exactly."""
+    """Equal up to float rounding (both optimizers run through the same loop and the
+    same model, so here they agree bit for bit; rounding is allowed in case an
+    optimizer's formula rounds differently). Counts (errors, underflow steps) must
+    agree exactly."""
     for name in set(a.arrays) - SKIP:
         x, y = a[name], b[name]
         if x.dtype.kind != "f" or name.endswith("error"):
