@@ -1,6 +1,6 @@
 """Claim 3: Adam behaves like SignGD (and where it does not).
 
-``SETTING.md`` section 7, claims 3 and 5. The same data and the same initial weights
+``docs/theory.md`` section 7, claims 3 and 5. The same data and the same initial weights
 (one seed: the data and ``W_0`` do not depend on the optimizer) are trained by SignGD
 and by Adam with several ``(beta1, beta2)``: ``(0, 0)`` (Adam's step is then
 ``G / (|G| + eps)``, SignGD as ``eps -> 0``), with ``eps = 1e-8`` and ``eps = 0``,

@@ -1,6 +1,6 @@
 """Claim 1 (and 3): how fast SignGD, Adam and GD drive the training loss down.
 
-``SETTING.md`` section 7, claim 1: under SignGD the training loss falls fast, at a
+``docs/theory.md`` section 7, claim 1: under SignGD the training loss falls fast, at a
 linear rate (``log L`` linear in ``t``) once value noise dominates, because every
 step adds ``2 eta ||xi_i||_1`` to each sample's value noise whatever ``l'_i`` is.
 GD's step shrinks with the gradient, so once samples are fit its loss falls like

@@ -1,6 +1,6 @@
 """Claim 4: sign methods need higher-quality data than GD (a phase diagram).
 
-``SETTING.md`` section 7, claim 4. A sign step moves every coordinate by ``eta``
+``docs/theory.md`` section 7, claim 4. A sign step moves every coordinate by ``eta``
 whatever the gradient's size, so under SignGD (and Adam) the value signal grows by
 ``2 eta ||mu||`` per step while value noise grows by ``2 eta ||xi_i||_1``: at a given
 training margin the test margin (the value signal) is a fraction about
@@ -34,7 +34,7 @@ training margin by about ``2 eta (||mu|| + ||xi||_1)``), ``eta = 0.05 n m_v /
 (E||xi||_2^2 + n ||mu||^2)`` for GD. With small steps the learning rate only rescales
 time, so this does not favour anyone.
 
-Engine: ``reduced`` with ``reduced_init='distribution'`` (``SETTING.md`` section 9),
+Engine: ``reduced`` with ``reduced_init='distribution'`` (``docs/theory.md`` section 9),
 exact for disjoint supports and independent of ``s`` and ``d`` in cost
 (``d = 10^9`` keeps test supports fresh). ``sigma_0`` is the default 0.005, so (claim
 2) test *error* falls early for every optimizer while the test *loss* shows which

@@ -81,7 +81,7 @@ def dense_inputs(problem, r: int = 0) -> np.ndarray:
 
 
 def torch_peer(problem, r: int = 0):
-    """A straightforward PyTorch model of ``SETTING.md`` section 2 on dense inputs.
+    """A straightforward PyTorch model of ``docs/theory.md`` section 2 on dense inputs.
 
     Returns ``(params, step)``: the four weight matrices (``W_Q, W_K``: m_k x d;
     ``W_V+, W_V-``: m_v x d; initialized with the simulator's initial weights over

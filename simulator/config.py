@@ -46,10 +46,10 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class SimulationConfig:
-    """All parameters of a simulation (``SETTING.md`` sections 1-3).
+    """All parameters of a simulation (``docs/theory.md`` sections 1-3).
 
     The defaults form the built-in main job: a SignGD run whose four stages are
-    cleanly separated in time (``SETTING.md`` section 6).
+    cleanly separated in time (``docs/theory.md`` section 6).
     """
 
     # --- data (section 1) ---
@@ -58,7 +58,7 @@ class SimulationConfig:
     so the cost of a run does not grow with ``d``."""
     n: int = 8
     """Training samples. With ``s = 20`` and ``d = 2*10^4`` the expected number of
-    shared noise coordinates is ``n^2 s^2 / (2 d) = 0.64``; samples that do share
+    shared noise coordinates is about ``n (n - 1) s^2 / (2 d) = 0.56``; samples that do share
     are reported, never hidden."""
     s: int = 20
     """Noise sparsity: non-zero noise coordinates per sample."""

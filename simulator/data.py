@@ -1,4 +1,4 @@
-"""Data model: a signal patch and a sparse noise patch (``SETTING.md`` section 1).
+"""Data model: a signal patch and a sparse noise patch (``docs/theory.md`` section 1).
 
 A sample is ``X = [x1, x2]`` with ``x1 = y_clean * mu`` (signal patch),
 ``x2 = xi`` (noise patch), ``mu = ||mu|| e_1`` (coordinate 0 here, 0-based) and
@@ -92,7 +92,7 @@ def shared_coordinate_counts(support: np.ndarray, values: np.ndarray) -> np.ndar
 
 def expected_shared_coordinates(n: int, s: int, d: int) -> float:
     """Expected number of coordinates used by two or more of ``n`` supports of size
-    ``s`` drawn from ``d - 1`` coordinates (about ``n^2 s^2 / (2 d)`` when small)."""
+    ``s`` drawn from ``d - 1`` coordinates (about ``n (n - 1) s^2 / (2 d)`` when small)."""
     p = s / (d - 1)
     return (d - 1) * (1.0 - (1.0 - p) ** n - n * p * (1.0 - p) ** (n - 1))
 

@@ -17,7 +17,7 @@ Construction of one run (seed ``seed``)
   class means and scaled to a fixed norm: ``x_1 = image_norm (a - c) / ||a - c||``.
   Centering makes ``E[x_1 | y] ~ y mu`` with ``mu = (m'_+ - m'_-) / 2`` (the
   half class-mean difference of the normalized training images), which is the
-  structure ``x_1 = y mu`` of ``SETTING.md`` section 1 plus within-class variation.
+  structure ``x_1 = y mu`` of ``docs/theory.md`` section 1 plus within-class variation.
   ``mu`` is stored as the run's *signal direction*: the section-4 signal quantities
   of a digits run are projections on it (``Vs = <vbar, mu>``, ``Qs_s = <w_{Q,s}, mu>``).
 * **Noise patch** ``x_2 = xi`` (coordinates ``64 .. 64 + noise_dim - 1``, disjoint
@@ -31,7 +31,7 @@ Construction of one run (seed ``seed``)
   Test noise is fresh, as in section 1.
 
 Why it keeps the setting's structure: the signal and the noise live in disjoint
-coordinates and patches, so every formula of ``SETTING.md`` sections 2-4 and 8 applies
+coordinates and patches, so every formula of ``docs/theory.md`` sections 2-4 and 8 applies
 as is: pixels play the role of coordinate 1 (now 64 coordinates), and coordinates
 that no training input touches keep their initial weights, which the counter-based
 :func:`~simulator.initialization.initial_weights` reproduces for the fresh test
@@ -66,7 +66,7 @@ INSTALL_HINT = 'pip install "signgd-transformer-sim[digits]"'
 SPLIT_STREAM, TRAIN_NOISE_STREAM, TEST_NOISE_STREAM = 11, 12, 13
 SPARSE_NOISE_DIM = 1_000_000
 """Default noise coordinates for sparse noise: with ``n = 100``, ``s = 20`` about
-``n^2 s^2 / (2 noise_dim) = 2`` coordinates are shared between training samples, and
+``n (n - 1) s^2 / (2 noise_dim) = 2`` coordinates are shared between training samples, and
 training costs nothing extra (only touched coordinates are trained)."""
 DENSE_NOISE_DIM = 1_000
 """Default noise coordinates for dense noise: every one of them is trained."""

@@ -1,7 +1,7 @@
 """Initial weights, drawn coordinate by coordinate from a counter-based generator.
 
 Every entry of ``W_Q, W_K, W_{V,+1}, W_{V,-1}`` starts i.i.d. ``N(0, sigma_0^2)``
-(``SETTING.md`` section 2). The engine trains only a few coordinates of a possibly
+(``docs/theory.md`` section 2). The engine trains only a few coordinates of a possibly
 huge ``d`` (section 8), and test inputs touch fresh coordinates whose weights are
 still their initial draws. So the initial weight of entry (row ``m``, coordinate
 ``k``) must be a pure function of ``(seed, m, k)``: the same coordinate always gets

@@ -1,5 +1,5 @@
 """The run figure saved by ``python -m simulator run``: losses and the main inner
-products of ``SETTING.md`` section 4 (first run of the batch)."""
+products of ``docs/theory.md`` section 4 (first run of the batch)."""
 
 from __future__ import annotations
 

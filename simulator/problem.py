@@ -1,5 +1,5 @@
 """The batched arrays a training run works on: data in the trained basis, initial
-weights, and the held-out test inputs (``SETTING.md`` section 8).
+weights, and the held-out test inputs (``docs/theory.md`` section 8).
 
 Only coordinate 0 (the signal) and the union of the training noise supports ever
 receive a non-zero gradient, under every optimizer. The *active basis* of a run is

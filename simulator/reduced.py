@@ -1,5 +1,5 @@
 """The reduced engine: trains the theory's quantities instead of the weights
-(``SETTING.md`` section 9; select it with ``engine='reduced'``).
+(``docs/theory.md`` section 9; select it with ``engine='reduced'``).
 
 With disjoint noise supports the training dynamics close on the state
 ``(Vs, Vn_i, Qs_s, Ks_s, Qn_si, Kn_si)`` of size ``O(m_k n)``, whatever ``d`` and

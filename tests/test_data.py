@@ -1,4 +1,4 @@
-"""The data model (``simulator.data``, ``SETTING.md`` section 1) and the inputs the
+"""The data model (``simulator.data``, ``docs/theory.md`` section 1) and the inputs the
 engine builds from it (``simulator.problem``)."""
 
 import numpy as np
@@ -64,7 +64,7 @@ def test_expected_shared_coordinates_against_monte_carlo():
     expected = expected_shared_coordinates(n, s, d)
     assert abs(np.mean(counts) - expected) < 5 * np.std(counts) / np.sqrt(len(counts))
     # the small-overlap rule: C(n, 2) pairs times s^2 / d expected common coordinates
-    # each (SETTING.md quotes n^2 s^2 / 2d, the same for large n)
+    # each (docs/theory.md quotes n^2 s^2 / 2d, the same for large n)
     assert abs(expected - n * (n - 1) * s ** 2 / (2 * d)) < 0.1 * expected
 
 

@@ -1,7 +1,7 @@
 """The examples' quick versions run and show the claim each one makes.
 
 Each example's ``main(argv)`` returns the numbers it prints; the tests assert the
-qualitative result (``SETTING.md`` section 7) with margins far from the measured
+qualitative result (``docs/theory.md`` section 7) with margins far from the measured
 values, which are quoted in each test.
 """
 

@@ -172,7 +172,7 @@ def decimal_loss(W, X, y, layout):
 def test_gradient_deeply_saturated_attention_matches_high_precision():
     # Score gaps of 60 to 105: for every query the smaller softmax output is between
     # 1e-46 and 1e-26, where the generic softmax form returns 0 in float64
-    # (SETTING.md section 8). The reference needs 120 digits: with h = 1e-40 the
+    # (docs/theory.md section 8). The reference needs 120 digits: with h = 1e-40 the
     # rounding error of a difference quotient is about 1e-80, far below 1e-46.
     W, X, y, layout = random_problem(1, R=1, n=2, D=4, m_k=2, m_v=2,
                                      qk_scale=8.0, v_scale=0.3)

@@ -1,4 +1,4 @@
-"""The six one-step laws of SignGD (SETTING.md section 5), checked exactly.
+"""The six one-step laws of SignGD (docs/theory.md section 5), checked exactly.
 
 Written from the recorded history alone (``record_every = 1``), independently of
 ``analysis/``: from the state at step ``t`` each law predicts the change to step
@@ -63,7 +63,7 @@ def law_mismatches(h, *, saturated_ok=False):
     # output stays strictly inside (0, 1)
     (1e-3, False),
     # s_{i,21} falls to about 1e-45 (deep Stage IV): the laws still hold exactly
-    # because the gradient avoids the generic softmax form (SETTING.md section 8);
+    # because the gradient avoids the generic softmax form (docs/theory.md section 8);
     # with the generic form, law 3 fails at hundreds of entries of this run
     (3e-3, True),
 ])
