@@ -1,7 +1,7 @@
-"""``python -m analysis``: see :mod:`analysis.cli`."""
+"""``python -m analysis``: hands over to the command-line layer, :mod:`workflows.analysis_cli`."""
 
 import sys
 
-from .cli import main
+from workflows.analysis_cli import main
 
 sys.exit(main())

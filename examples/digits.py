@@ -37,7 +37,7 @@ from _common import parser, pyplot, save_figure  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from analysis.sweep import matched_metrics
+from workflows.sweep import matched_metrics
 from simulator import SimulationConfig
 from simulator.config import ConfigError
 from simulator.digits import DigitsData, DigitsUnavailableError, load_digit_images, train_digits

@@ -110,7 +110,7 @@ def grid(quick: bool) -> tuple[list[float], list[int]]:
 
 
 def sweep_points(quick: bool, seeds: int):
-    from analysis.sweep import expand
+    from workflows.sweep import expand
     from simulator import SimulationConfig
 
     base = SimulationConfig(d=10**9, n=N, sigma_p=SIGMA_P, m_k=10, m_v=M_V, sigma_0=0.005,
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     from pathlib import Path
 
-    from analysis.sweep import RESULTS_FILE, run_sweep
+    from workflows.sweep import RESULTS_FILE, run_sweep
 
     out = Path(args.out)
     seeds = args.seeds or (1 if args.quick else 2)

@@ -1,7 +1,7 @@
-"""``python -m simulator``: see :mod:`simulator.cli`."""
+"""``python -m simulator``: hands over to the command-line layer, :mod:`workflows.run`."""
 
 import sys
 
-from .cli import main
+from workflows.run import main
 
 sys.exit(main())

@@ -179,6 +179,44 @@ class SimulationConfig:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
 
 
+def choices(name: str) -> tuple[str, ...] | None:
+    """The allowed values of a choice field (``None`` for a number field)."""
+    rule = _RULES[name]
+    return rule[1] if rule[0] == "choice" else None
+
+
+def allowed_range(name: str) -> str:
+    """The allowed values of field ``name`` in words, as validation states them."""
+    rule = _RULES[name]
+    if rule[0] == "choice":
+        return "one of " + ", ".join(rule[1])
+    if rule[0] == "int":
+        lo, hi = rule[1], rule[2]
+        if hi is None:
+            return f"integer >= {lo}"
+        return f"integer from {lo} to {'d - 1' if callable(hi) else hi}"
+    lo, hi, lo_open, hi_open, optional = rule[1:]
+    text = (f"{'(' if lo_open else '['}{_fmt_bound(lo)}, "
+            f"{_fmt_bound(hi) + (')' if hi_open else ']') if hi is not None else 'inf)'}")
+    return text + (" or None (the optimizer's default)" if optional else "")
+
+
+def field_docs() -> dict[str, str]:
+    """Each field's docstring (the string under it in :class:`SimulationConfig`),
+    read from this module's source: the one place a field is documented."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(SimulationConfig))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
 def field_type(name: str) -> type:
     """The value type of config field ``name`` (``int``, ``float`` or ``str``; an
     optional field's type is that of its values)."""

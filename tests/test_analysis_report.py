@@ -20,11 +20,11 @@ import types
 
 import pytest
 
-from analysis.cli import main
+from workflows.analysis_cli import main
 from analysis.report import build_report, format_table, load_report, write_report
 from analysis.summary import SUMMARY_KEYS, run_summary
 from simulator import SimulationConfig, train
-from simulator.cli import main as simulator_main
+from workflows.run import main as simulator_main
 
 
 @pytest.fixture(scope="module")
@@ -179,9 +179,9 @@ def test_cli_bad_input_is_one_line_exit_2(argv, match, tmp_path, tiny_config, ca
 
 def test_cli_delegates_sweep(monkeypatch):
     seen = []
-    fake = types.ModuleType("analysis.sweep")
+    fake = types.ModuleType("workflows.sweep")
     fake.main = lambda argv: seen.append(argv) or 7
-    monkeypatch.setitem(sys.modules, "analysis.sweep", fake)
+    monkeypatch.setitem(sys.modules, "workflows.sweep", fake)
     monkeypatch.setattr(sys.modules["analysis"], "sweep", fake, raising=False)
     assert main(["sweep", "--grid", "x"]) == 7
     assert seen == [["--grid", "x"]]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from simulator import SimulationConfig
-from simulator.cli import build_parser, config_from_args, default_run_dir, main
+from workflows.run import build_parser, config_from_args, default_run_dir, main
 
 SMALL = ["--d", "200", "--n", "3", "--s", "4", "--m-k", "2", "--m-v", "2",
          "--n-test", "20", "--steps", "20", "--sigma-0", "0.05", "--eta", "1e-3"]

@@ -1,4 +1,4 @@
-"""The sweep runner (analysis.sweep): grid expansion, seeds, resume, executors.
+"""The sweep runner (workflows.sweep): grid expansion, seeds, resume, executors.
 
 Every point here is tiny (a few hundred steps of a small model), so a whole sweep
 takes well under a second per point.
@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from analysis import sweep
-from analysis.sweep import OptimizerSpec, SweepError, expand, main, read_table, run_sweep
+from workflows import sweep
+from workflows.sweep import OptimizerSpec, SweepError, expand, main, read_table, run_sweep
 from simulator import History, SimulationConfig, run
 
 BASE = SimulationConfig(d=400, n=4, s=5, m_k=3, m_v=3, n_test=50, steps=120, record_every=10,

@@ -1,5 +1,6 @@
-"""Command line: ``python -m analysis report RUN_DIR``, ``python -m analysis plot RUN_DIR``,
-and ``python -m analysis sweep ...`` (delegated to :mod:`analysis.sweep`).
+"""Command line of the analysis: ``python -m analysis report RUN_DIR``,
+``python -m analysis plot RUN_DIR``, and ``python -m analysis sweep ...`` (delegated
+to :mod:`workflows.sweep`).
 
 A thin layer over the library. Bad input exits with status 2 and a one-line error,
 never a traceback.
@@ -51,7 +52,7 @@ def _load(run_dir: str):
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "sweep":
-        from .sweep import main as sweep_main  # noqa: PLC0415  (written separately)
+        from .sweep import main as sweep_main
         return sweep_main(argv[1:])
     parser = build_parser()
     try:
@@ -60,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"{PROG}: error: choose a command: report, plot or sweep")
         if args.command == "report":
             _load(args.run_dir)  # validate before the heavier work
-            from .report import write_report
+            from analysis.report import write_report
             print(write_report(args.run_dir))
             return 0
-        from .figures import save_loss_figure, save_stages_figure
+        from analysis.figures import save_loss_figure, save_stages_figure
         history = _load(args.run_dir)
         save_stages_figure(history, Path(args.run_dir) / "stages.png", neuron=args.neuron,
                            color_step=args.color_step)

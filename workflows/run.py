@@ -1,4 +1,5 @@
-"""Command line: ``python -m simulator run [--FIELD VALUE ...]``.
+"""The main job on the command line: ``python -m simulator run [--FIELD VALUE ...]``
+(train, save the run directory, print the report) and ``python -m simulator bench``.
 
 A thin layer over the library: every :class:`SimulationConfig` field is an option
 named after it (``--sigma-p``, ``--mu-norm``, ``--m-k``, ...). Invalid input exits
@@ -15,11 +16,8 @@ import warnings
 from dataclasses import fields
 from pathlib import Path
 
-from .config import ENGINES, COORDINATES, NOISE_KINDS, OPTIMIZERS, SIGNAL_POSITIONS, ConfigError, SimulationConfig
-
-_CHOICES = {"optimizer": OPTIMIZERS, "noise": NOISE_KINDS, "signal_position": SIGNAL_POSITIONS,
-            "engine": ENGINES, "coordinates": COORDINATES}
-
+from simulator.config import (ConfigError, SimulationConfig, allowed_range, choices, field_docs,
+                              field_type)
 
 class UsageError(Exception):
     """Bad command-line input (reported in one line, exit status 2)."""
@@ -31,14 +29,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per config field, its help taken from the field's docstring and
+    its allowed range from the config's validation rules."""
     group = parser.add_argument_group("config fields (default: the built-in main job)")
     defaults = SimulationConfig()
+    docs = field_docs()
     for f in fields(SimulationConfig):
-        default = getattr(defaults, f.name)
-        kind = type(default)
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
-                           type=kind, choices=_CHOICES.get(f.name), metavar=None if f.name in _CHOICES else kind.__name__.upper(),
-                           help=f"(default: {default})")
+        kind, options = field_type(f.name), choices(f.name)
+        doc = docs.get(f.name, "").replace("%", "%%")
+        group.add_argument(
+            f"--{f.name.replace('_', '-')}", dest=f.name, default=None, type=kind,
+            choices=options, metavar=None if options else kind.__name__.upper(),
+            help=f"{doc} Allowed: {allowed_range(f.name)}. Default: {getattr(defaults, f.name)}.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,8 +90,8 @@ def _summary(history, seconds: float) -> str:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from . import run as run_config
-    from .plotting import save_training_figure
+    from simulator import run as run_config
+    from simulator.plotting import save_training_figure
 
     config = config_from_args(args)
     out = Path(args.out) if args.out else default_run_dir(config)
@@ -103,7 +105,7 @@ def command_run(args: argparse.Namespace) -> int:
     print(_summary(history, seconds))
     print(f"saved {out}/config.json, history.npz, training.png")
     if not args.no_report:
-        from analysis.report import write_report  # the analysis layer ships in the same package
+        from analysis.report import write_report
 
         print(write_report(out))
     return 0

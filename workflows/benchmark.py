@@ -33,9 +33,9 @@ import time
 
 import numpy as np
 
-from .config import SimulationConfig
-from .problem import build_problem
-from .training import train
+from simulator.config import SimulationConfig
+from simulator.problem import build_problem
+from simulator.training import train
 
 SIZES = (2_000, 20_000, 200_000, 1_000_000)
 BENCH = dict(n=16, s=20, m_k=10, m_v=10, n_test=500)
@@ -89,7 +89,7 @@ def torch_peer(problem, r: int = 0):
     before the step. Gradients come from ``loss.backward()``.
     """
     import torch  # noqa: PLC0415  (optional 'bench' extra)
-    from .initialization import initial_weights  # noqa: PLC0415
+    from simulator.initialization import initial_weights
 
     cfg = problem.config
     X = torch.from_numpy(dense_inputs(problem, r))                         # (n, L, d)
@@ -181,7 +181,7 @@ def peak_rss_mb() -> float:
 
 
 def _in_subprocess(func: str, **kwargs) -> dict:
-    code = (f"import json; from simulator.benchmark import {func}; "
+    code = (f"import json; from workflows.benchmark import {func}; "
             f"print('RESULT' + json.dumps({func}(**json.loads({json.dumps(json.dumps(kwargs))}))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=os.environ.copy())
