@@ -81,7 +81,9 @@ def _full_test_inputs(problem):
     dict(optimizer="gd", eta=0.05),
     dict(optimizer="adam", eta=5e-4, beta1=0.9, beta2=0.999, eps=1e-8),
     dict(optimizer="signgd", label_flip=0.25, signal_position="random", seed=1),
-], ids=["signgd", "gd", "adam", "signgd-flips-random-position"])
+    dict(optimizer="lion"),
+    dict(optimizer="adam", eta=5e-4, label_flip=0.25, signal_position="random", seed=1),
+], ids=["signgd", "gd", "adam", "signgd-flips-random-position", "lion", "adam-flips-random-position"])
 def test_reduced_agrees_with_full_engine_step_by_step(changes):
     config = SimulationConfig(**{**AGREE, **changes})
     problem = build_problem(config)

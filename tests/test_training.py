@@ -5,7 +5,10 @@ import pytest
 
 from simulator import NonFiniteError, SimulationConfig, train
 from simulator.model import loss_and_gradient
-from simulator.optimizers import Adam, SignGD
+from types import SimpleNamespace
+
+from simulator.config import ConfigError
+from simulator.optimizers import Adam, Lion, SignGD, hyper_parameters, make_optimizer
 from simulator.problem import build_problem
 from simulator.history import record_steps
 
@@ -16,6 +19,35 @@ def test_sign_of_zero_is_zero():
     G = np.array([[[0.0, -2.0, 3e-300, -0.0]]])
     P, _ = SignGD().direction(G, None, 0)
     assert np.array_equal(P, [[[0.0, -1.0, 1.0, 0.0]]])
+
+
+def test_lion_by_hand():
+    """Lion (Chen et al. 2023): P = sign(b1 m + (1 - b1) g), then m <- b2 m + (1 - b2) g,
+    with its own defaults b1 = 0.9, b2 = 0.99 (not Adam's 0.999)."""
+    lion = Lion()
+    assert (lion.beta1, lion.beta2) == (0.9, 0.99)
+    g1, g2 = np.array([1.0, -2.0, 0.0]), np.array([-0.05, -1.0, 0.3])
+    P1, m = lion.direction(g1, lion.init(g1), 0)
+    assert np.array_equal(P1, [1.0, -1.0, 0.0])
+    np.testing.assert_allclose(m, 0.01 * g1, rtol=1e-15)
+    P2, m = lion.direction(g2, m, 1)
+    # b1 m + (1 - b1) g2 = 0.009 g1 + 0.1 g2 = [0.004, -0.118, 0.03]
+    assert np.array_equal(P2, [1.0, -1.0, 1.0])
+    np.testing.assert_allclose(m, 0.99 * 0.01 * g1 + 0.01 * g2, rtol=1e-15)
+
+
+def test_lion_runs_from_the_config_with_its_own_defaults(tiny_config):
+    h = train(tiny_config.replace(optimizer="lion", steps=50)).history
+    assert np.isfinite(h["train_loss"]).all() and h["train_loss"][-1, 0] < h["train_loss"][0, 0]
+    assert hyper_parameters(tiny_config.replace(optimizer="lion")) == {"beta1": 0.9, "beta2": 0.99}
+    assert hyper_parameters(tiny_config.replace(optimizer="adam")) == {
+        "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+
+
+def test_an_unknown_optimizer_is_refused_not_run_as_another():
+    with pytest.raises(ConfigError, match=r"^optimizer must be one of signgd, gd, adam, signum, "
+                                          r"normgd, lion; got 'sgd'$"):
+        make_optimizer(SimpleNamespace(optimizer="sgd"))
 
 
 def test_adam_of_zero_gradient_is_zero():
