@@ -5,6 +5,7 @@ An *engine* provides the state and the math of one representation of the model
 the theory's quantities)::
 
     engine.R                          runs it advances together
+    engine.block                      records whose held-out metrics are evaluated at once
     engine.initial_params()           the state at step 0
     engine.evaluate(params)           forward (and backward) pass; ``.margin`` (R, n)
     engine.update(params, ev, opt_state, t) -> opt_state

@@ -114,8 +114,8 @@ def command_run(args: argparse.Namespace) -> int:
 def command_bench(args: argparse.Namespace) -> int:
     from .benchmark import main as bench_main
 
-    if args.steps < 1:
-        raise UsageError(f"--steps must be an integer >= 1, got {args.steps}")
+    if not 10 <= args.steps <= 100_000:   # a 1-step run is subtracted from every timing
+        raise UsageError(f"--steps must be an integer from 10 to 100000, got {args.steps}")
     return bench_main(steps=args.steps, with_torch=args.torch)
 
 
