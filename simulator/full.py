@@ -22,7 +22,8 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from .model import LossAndGradient, forward_from_projections, held_out_statistics, loss_and_gradient
+from .model import (LossAndGradient, fixed_noise_margins, forward_from_projections,
+                    held_out_statistics, loss_and_gradient)
 from .optimizers import make_optimizer
 from .problem import L, TrainingProblem
 
@@ -77,6 +78,7 @@ class FullEngine:
         self.test = test_columns(problem)
         n_test, M = problem.test_y.shape[1], self.layout.M
         self.block = max(1, BLOCK_BYTES // (8 * 4 * n_test * L * M))
+        self._held_out = [self._fixed_noise_inputs(r) for r in range(self.R)]
 
     # --- the loop's protocol ---
     def initial_params(self) -> np.ndarray:
@@ -134,28 +136,56 @@ class FullEngine:
         """The columns of ``W`` that test inputs touch: ``(R, M, C)`` (a copy)."""
         return np.take_along_axis(W, self.test.cols[:, None, :], axis=2)
 
-    def held_out_projections(self, snaps: np.ndarray, r: int) -> np.ndarray:
-        """``W x`` of run ``r``'s test inputs ``(K, n_test, L, M)`` at ``K`` snapshots
-        ``(K, R, M, C)``: ``W_0 x`` on fresh coordinates plus the touched columns."""
+    def held_out_projections(self, snaps: np.ndarray, r: int, rows=slice(None)) -> np.ndarray:
+        """``W x`` of run ``r``'s test inputs ``rows`` ``(K, n_rows, L, M)`` at ``K``
+        snapshots ``(K, R, M, C)``: ``W_0 x`` on fresh coordinates plus the touched columns."""
         problem = self.problem
         K, R, M, C = snaps.shape
         Wc = snaps[:, r].transpose(2, 0, 1).reshape(C, K * M)            # (C, K M)
-        signal = (self.test.signal[r] @ Wc).reshape(-1, K, M).swapaxes(0, 1)   # (K, n_test, M)
-        noise = (self.test.noise[r] @ Wc).reshape(-1, K, M).swapaxes(0, 1)
-        noise += problem.test_frozen[r]                                   # W_0 xi off the basis
-        first = (problem.test_signal_position[r] == 0)[None, :, None]      # (1, n_test, 1)
+        signal = (self.test.signal[r][rows] @ Wc).reshape(-1, K, M).swapaxes(0, 1)  # (K, n, M)
+        noise = (self.test.noise[r][rows] @ Wc).reshape(-1, K, M).swapaxes(0, 1)
+        noise += problem.test_frozen[r][rows]                            # W_0 xi off the basis
+        first = (problem.test_signal_position[r][rows] == 0)[None, :, None]   # (1, n, 1)
         return np.stack([np.where(first, signal, noise),
-                         np.where(first, noise, signal)], axis=2)          # (K, n_test, L, M)
+                         np.where(first, noise, signal)], axis=2)          # (K, n, L, M)
+
+    def _fixed_noise_inputs(self, r: int):
+        """Run ``r``'s test inputs whose noise touches no trained coordinate, as the
+        signal-frame noise projections of :func:`~simulator.model.fixed_noise_margins`
+        (``None`` when the signal patch is not ``y ||mu|| e_0``, e.g. digits)."""
+        problem, lay = self.problem, self.layout
+        if problem.test_signal_in_basis is not None:
+            return None, np.arange(problem.test_y.shape[1])
+        fixed = np.diff(self.test.noise[r].indptr) == 0                  # (n_test,)
+        y_clean = problem.test[r].y_clean[fixed]
+        p = y_clean[:, None] * problem.test_frozen[r][fixed]             # (n_F, M) y_c W_0 xi
+        inputs = (p[None, :, lay.Q], p[None, :, lay.K],
+                  (p[:, lay.Vp].mean(-1) - p[:, lay.Vm].mean(-1))[None],
+                  (problem.test_y[r][fixed] * y_clean)[None])
+        return inputs, np.flatnonzero(~fixed)
 
     def held_out_metrics(self, snaps: np.ndarray) -> dict[str, np.ndarray]:
         """Test loss, error and margin statistics ``(K, R)`` of ``K`` snapshots
-        ``(K, R, M, C)``."""
+        ``(K, R, M, C)``. Test inputs whose noise lies on fresh coordinates go through
+        :func:`~simulator.model.fixed_noise_margins` (their noise projections are fixed;
+        the signal quantities come from column 0 of the snapshot); the others through
+        their full projections."""
         K, R = snaps.shape[:2]
+        lay, mu = self.layout, self.config.mu_norm
         out = {}
         for r in range(R):
-            proj = self.held_out_projections(snaps, r)
-            margin = self.problem.test_y[r] * forward_from_projections(proj, self.layout).f
-            for name, value in held_out_statistics(margin).items():        # (K,)
+            fixed, touched = self._held_out[r]
+            parts = []
+            if fixed is not None:
+                w0 = snaps[:, r, :, 0]                                   # (K, M) column 0 = mu / ||mu||
+                Vs = mu * (w0[:, lay.Vp].mean(-1) - w0[:, lay.Vm].mean(-1))
+                parts.append(fixed_noise_margins(mu * w0[:, None, lay.Q], mu * w0[:, None, lay.K],
+                                                 Vs[:, None], *fixed)[:, 0])
+            if touched.size:
+                proj = self.held_out_projections(snaps, r, touched)
+                parts.append(self.problem.test_y[r][touched]
+                             * forward_from_projections(proj, self.layout).f)
+            for name, value in held_out_statistics(np.concatenate(parts, axis=-1)).items():
                 out.setdefault(name, np.empty((K, R)))[:, r] = value
         return out
 

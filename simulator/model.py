@@ -110,13 +110,46 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def output(z: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax ``S`` (..., L, L) and output ``f = sum_l sum_k S_lk u_k`` (...) from the
+    scores ``z`` (..., L, L) and value projections ``u`` (..., L)."""
+    S = softmax(z)
+    return S, np.matmul(S, u[..., None])[..., 0].sum(-1)
+
+
 def attend(q: np.ndarray, k: np.ndarray, u: np.ndarray) -> Attention:
     """Softmax attention and output ``f = sum_l sum_k S_lk u_k`` of patches with query
     and key projections ``q, k`` (..., L, m_k) and value projections ``u`` (..., L)."""
-    z = np.matmul(q, k.swapaxes(-1, -2))                     # (..., L, L) z_lk
-    S = softmax(z)                                           # (..., L, L)
-    f = np.matmul(S, u[..., None])[..., 0].sum(-1)           # (...) sum_l sum_k S_lk u_k
+    z = np.matmul(q, k.swapaxes(-1, -2))                     # (..., L, L) z_lk = <q_l, k_k>
+    S, f = output(z, u)
     return Attention(q=q, k=k, u=u, S=S, f=f)
+
+
+def fixed_noise_margins(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray, qn: np.ndarray,
+                        kn: np.ndarray, un: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Margins ``y f`` of held-out inputs at ``K`` states, for inputs whose noise patch
+    has fixed projections (its coordinates keep their initial weights).
+
+    In the signal frame (input times ``y_clean``, label ``c = y y_clean``) the signal
+    patch is ``mu``, so its projections are the signal quantities ``Qs, Ks`` (K, R, m_k)
+    and ``Vs`` (K, R); the noise patch's are ``qn, kn`` (R, n, m_k) and ``un`` (R, n)
+    (times ``y_clean``). The scores of :func:`attend` are then bilinear in them::
+
+        z_ss = <Qs, Ks>,  z_sn = <Qs, kn_j>,  z_ns = <qn_j, Ks>,  z_nn = <qn_j, kn_j>
+
+    and the output is :func:`output`'s. Returns (K, R, n).
+    """
+    K, R = Vs.shape
+    n = qn.shape[1]
+    z = np.empty((K, R, n, 2, 2))
+    z[..., 0, 0] = np.einsum("krm,krm->kr", Qs, Ks)[..., None]
+    z[..., 0, 1] = np.einsum("krm,rjm->krj", Qs, kn)
+    z[..., 1, 0] = np.einsum("krm,rjm->krj", Ks, qn)
+    z[..., 1, 1] = np.einsum("rjm,rjm->rj", qn, kn)
+    u = np.empty((K, R, n, 2))
+    u[..., 0] = Vs[..., None]
+    u[..., 1] = un
+    return c * output(z, u)[1]
 
 
 def attend_backward(att: Attention, dL_df: np.ndarray):

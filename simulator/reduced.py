@@ -73,7 +73,7 @@ from scipy.special import expit
 from .config import ConfigError, SimulationConfig
 from .data import DATA_STREAM, TEST_STREAM, draw_training_set
 from .initialization import initial_weights
-from .model import Layout, attend, held_out_statistics
+from .model import Layout, fixed_noise_margins, held_out_statistics
 from .optimizers import make_optimizer
 from .reduced_dynamics import (Magnitudes, evaluate, flat_state, gradient, lift,
                                signgd_direction, state_size)
@@ -343,22 +343,13 @@ class ReducedEngine:
 
     def held_out_metrics(self, snaps: np.ndarray) -> dict[str, np.ndarray]:
         """Test metrics ``(K, R)`` of ``K`` snapshots: the model on test inputs on fresh
-        supports, ``q = [Qs, y_c q_xi]``, ``k = [Ks, y_c k_xi]``, ``u = [Vs, y_c u_xi]``
-        (signal frame), margin ``y y_c f``."""
+        supports (:func:`~simulator.model.fixed_noise_margins`)."""
         test, m_k = self.batch.test, self.m_k
-        K = snaps.shape[0]
         state = snaps.transpose(0, 2, 1)                                 # (K, R, 2 m_k + 1)
-        n_test = test.y.shape[1]
-        q = np.empty((K, self.R, n_test, 2, m_k))
-        k = np.empty((K, self.R, n_test, 2, m_k))
-        u = np.empty((K, self.R, n_test, 2))
-        q[..., 0, :] = state[:, :, None, :m_k]
-        k[..., 0, :] = state[:, :, None, m_k:2 * m_k]
-        u[..., 0] = state[:, :, None, -1]
-        q[..., 1, :] = test.y_clean * test.q                             # (R, n_test, m_k)
-        k[..., 1, :] = test.y_clean * test.k
-        u[..., 1] = (test.y_clean * test.u)[..., 0]
-        margin = (test.y * test.y_clean)[..., 0] * attend(q, k, u).f     # (K, R, n_test)
+        margin = fixed_noise_margins(
+            state[..., :m_k], state[..., m_k:2 * m_k], state[..., -1],
+            test.y_clean * test.q, test.y_clean * test.k, (test.y_clean * test.u)[..., 0],
+            (test.y * test.y_clean)[..., 0])                             # (K, R, n_test)
         return held_out_statistics(margin)
 
     def per_run(self) -> dict[str, np.ndarray]:
