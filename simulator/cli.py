@@ -15,7 +15,8 @@ import warnings
 from dataclasses import fields
 from pathlib import Path
 
-from .config import ENGINES, COORDINATES, NOISE_KINDS, OPTIMIZERS, SIGNAL_POSITIONS, ConfigError, SimulationConfig
+from .config import (ENGINES, COORDINATES, NOISE_KINDS, OPTIMIZERS, SIGNAL_POSITIONS, ConfigError,
+                     SimulationConfig, parse_integer)
 
 _CHOICES = {"optimizer": OPTIMIZERS, "noise": NOISE_KINDS, "signal_position": SIGNAL_POSITIONS,
             "engine": ENGINES, "coordinates": COORDINATES}
@@ -30,12 +31,19 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: error: {message}")
 
 
+def _int_option(text: str):
+    return parse_integer(text)   # a 5,000-digit integer reaches the config, which names the field
+
+
+_int_option.__name__ = "int"    # argparse names the type in "invalid int value"
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("config fields (default: the built-in main job)")
     defaults = SimulationConfig()
     for f in fields(SimulationConfig):
         default = getattr(defaults, f.name)
-        kind = type(default)
+        kind = _int_option if type(default) is int else type(default)
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
                            type=kind, choices=_CHOICES.get(f.name), metavar=None if f.name in _CHOICES else kind.__name__.upper(),
                            help=f"(default: {default})")

@@ -72,7 +72,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import expit
 
-from .config import ConfigError, SimulationConfig
+from .config import ConfigError, SimulationConfig, check_memory
 from .data import DATA_STREAM, TEST_STREAM, draw_training_set
 from .history import History, allocate_recorded
 from .initialization import initial_weights
@@ -358,6 +358,8 @@ def train_reduced(config: SimulationConfig, *, progress: bool = False) -> Reduce
     ReductionError
         When the reduction is not exact for ``config`` (shared training supports,
         dense noise); the message says why.
+    ConfigError
+        When the run would not fit in memory (:func:`~simulator.config.check_memory`).
     NonFiniteError
         When a model output becomes non-finite; the message names the step.
     """
@@ -366,6 +368,7 @@ def train_reduced(config: SimulationConfig, *, progress: bool = False) -> Reduce
     if config.engine != "reduced":
         raise ValueError(f"train_reduced() runs engine='reduced'; got engine={config.engine!r}")
     check_reducible(config)
+    check_memory(config)                       # refuse before allocating (one line)
     overlap_coords, overlap_inputs = expected_test_overlap(config)
     if overlap_inputs > WARN_TEST_OVERLAP:
         warnings.warn(

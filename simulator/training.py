@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-from .config import SimulationConfig
+from .config import SimulationConfig, check_memory
 from .history import History, allocate_recorded
 from .model import (Forward, Layout, forward_from_projections, held_out_statistics, logistic_loss,
                     output_gradient_coefficients)
@@ -307,12 +307,16 @@ def train(config: SimulationConfig, *, progress: bool = False,
 
     Raises
     ------
+    ConfigError
+        When the run would not fit in memory (:func:`~simulator.config.check_memory`).
     NonFiniteError
         When a model output becomes non-finite; the message names the step.
     """
     if config.engine != "full":
         raise ValueError(f"train() runs engine='full'; got engine={config.engine!r}")
-    problem = build_problem(config) if problem is None else problem
+    if problem is None:
+        check_memory(config)                   # refuse before allocating (one line)
+        problem = build_problem(config)
     layout: Layout = problem.layout
     optimizer = make_optimizer(config)
     R, n = problem.y.shape
