@@ -17,7 +17,16 @@ Dimension names used throughout the package (declared once, here):
 
 Every field is validated when the config is built; a bad value raises
 :class:`ConfigError` with a one-line message naming the field, its value and the
-allowed range.
+allowed range. Integer fields have upper bounds where the machine imposes them
+(:data:`INT64_MAX`, :data:`MAX_COUNT`, :data:`MAX_STEPS`), float fields must be finite,
+and config files that cannot be decoded (bad JSON, nesting too deep, integers of
+thousands of digits, non-UTF-8 bytes) get one line too.
+
+Whether a config fits in memory depends on the machine, not on the config, so it is
+not part of validation (a saved ``config.json`` stays loadable anywhere):
+:func:`estimated_bytes` estimates what a run needs and :func:`check_memory`, called by
+the engines before they allocate anything, refuses one that exceeds
+:func:`memory_limit` with one line naming the field that dominates.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ import json
 import math
 import numbers
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -38,6 +49,18 @@ SIGNAL_POSITIONS = ("first", "random")
 ENGINES = ("full", "reduced")
 COORDINATES = ("active", "all")
 REDUCED_INITS = ("data", "distribution")
+
+INT64_MAX = 2**63 - 1
+"""Largest ``d`` and ``seed + n_seeds - 1``: coordinates and seeds are int64 (the
+padding coordinate of a batch is ``d`` itself)."""
+MAX_COUNT = 2**31 - 1
+"""Largest count of samples, neurons or runs (``n``, ``n_test``, ``m_k``, ``m_v``,
+``n_seeds``). No run with more fits in memory (:func:`check_memory` refuses far smaller
+ones); the bound keeps array shapes built from products of counts inside int64."""
+MAX_STEPS = 2**53
+"""Largest ``steps`` and ``record_every``: step numbers are int64, and the recorded
+steps are laid out with ``np.arange``, which computes its length in float64, exact up
+to ``2**53``. (At a microsecond a step, ``2**53`` steps take 285 years.)"""
 
 
 class ConfigError(ValueError):
@@ -146,8 +169,10 @@ class SimulationConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SimulationConfig":
+        if not isinstance(data, Mapping):
+            raise ConfigError("config JSON must be an object of field: value")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(_show(k) if not isinstance(k, str) else k for k in set(data) - known)
         if unknown:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
         return cls(**data)
@@ -158,9 +183,13 @@ class SimulationConfig:
     @classmethod
     def from_json(cls, text: str) -> "SimulationConfig":
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_int=_parse_json_int)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config is not valid JSON: {exc}") from None
+        except RecursionError:                    # [[[[...]]]] deeper than the stack
+            field = _too_deep_field(text)
+            where = f"the value of {field}" if field is not None else "the config"
+            raise ConfigError(f"config is not valid JSON: {where} is nested too deeply") from None
         if not isinstance(data, dict):
             raise ConfigError("config JSON must be an object of field: value")
         return cls.from_dict(data)
@@ -173,10 +202,16 @@ class SimulationConfig:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SimulationConfig":
         try:
-            with open(path, encoding="utf-8") as fh:
-                return cls.from_json(fh.read())
+            with open(path, "rb") as fh:
+                raw = fh.read()
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text "
+                              f"(byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
+        return cls.from_json(text)
 
 
 def choices(name: str) -> tuple[str, ...] | None:
@@ -228,7 +263,8 @@ def field_type(name: str) -> type:
 # validation: declarative rules, checked once when a config is built
 # ---------------------------------------------------------------------------
 
-def _int_rule(lo, hi=None):
+def _int_rule(lo, hi):
+    """An integer in ``[lo, hi]`` (``hi`` may be a function of the config)."""
     return ("int", lo, hi)
 
 
@@ -241,27 +277,27 @@ def _choice_rule(options):
 
 
 _RULES: dict[str, tuple] = {
-    "d": _int_rule(2),
-    "n": _int_rule(1),
+    "d": _int_rule(2, INT64_MAX),
+    "n": _int_rule(1, MAX_COUNT),
     "s": _int_rule(1, lambda c: c.d - 1),
     "sigma_p": _float_rule(0.0),
     "mu_norm": _float_rule(0.0),
     "noise": _choice_rule(NOISE_KINDS),
     "label_flip": _float_rule(0.0, 0.5, hi_open=False),
     "signal_position": _choice_rule(SIGNAL_POSITIONS),
-    "n_test": _int_rule(1),
-    "m_k": _int_rule(1),
-    "m_v": _int_rule(1),
+    "n_test": _int_rule(1, MAX_COUNT),
+    "m_k": _int_rule(1, MAX_COUNT),
+    "m_v": _int_rule(1, MAX_COUNT),
     "sigma_0": _float_rule(0.0, lo_open=True),
     "optimizer": _choice_rule(OPTIMIZERS),
     "eta": _float_rule(0.0, lo_open=True),
     "beta1": _float_rule(0.0, 1.0, hi_open=True, optional=True),
     "beta2": _float_rule(0.0, 1.0, hi_open=True, optional=True),
     "eps": _float_rule(0.0, optional=True),
-    "steps": _int_rule(0),
-    "seed": _int_rule(0, 2**63 - 1),
-    "n_seeds": _int_rule(1),
-    "record_every": _int_rule(1),
+    "steps": _int_rule(0, MAX_STEPS),
+    "seed": _int_rule(0, INT64_MAX),
+    "n_seeds": _int_rule(1, MAX_COUNT),
+    "record_every": _int_rule(1, MAX_STEPS),
     "engine": _choice_rule(ENGINES),
     "coordinates": _choice_rule(COORDINATES),
     "reduced_init": _choice_rule(REDUCED_INITS),
@@ -272,6 +308,132 @@ def _fmt_bound(b) -> str:
     return f"{b:g}" if isinstance(b, float) else str(b)
 
 
+class _LongInteger:
+    """An integer literal too long for ``int()`` (Python refuses more than
+    ``sys.get_int_max_str_digits()`` digits): kept as text so that validation can
+    name the field it was given for."""
+
+    def __init__(self, text: str):
+        self.text = text.strip()
+        self.digits = len(self.text.lstrip("+-"))
+
+    def __repr__(self) -> str:
+        return f"an integer of {self.digits} digits"
+
+
+def parse_integer(text: str):
+    """``int(text)``; a decimal literal too long for ``int()`` gives a placeholder that
+    validation refuses in one line naming the field (the CLI's and the config
+    files' integers). Raises ``ValueError`` for text that is not an integer."""
+    try:
+        return int(text)
+    except ValueError:
+        if text.strip().lstrip("+-").isdigit():
+            return _LongInteger(text)
+        raise
+
+
+_parse_json_int = parse_integer
+
+
+def _too_deep_field(text: str) -> str | None:
+    """The top-level key of a config JSON object whose value is nested too deeply to
+    decode (``None`` when it cannot be told)."""
+    decoder = json.JSONDecoder(parse_int=_parse_json_int)
+    space = re.compile(r"\s*")
+    try:
+        i = space.match(text, 0).end()
+        if text[i] != "{":
+            return None
+        i += 1
+        while True:
+            i = space.match(text, i).end()
+            key, i = decoder.raw_decode(text, i)
+            i = space.match(text, i).end()
+            if not isinstance(key, str) or text[i] != ":":
+                return None
+            i = space.match(text, i + 1).end()
+            try:
+                _, i = decoder.raw_decode(text, i)
+            except RecursionError:
+                return key
+            i = space.match(text, i).end()
+            if text[i] != ",":
+                return None
+            i += 1
+    except (ValueError, IndexError):
+        return None
+
+
+_SHOW_DIGITS = 40   # integers with more digits are shown by their length
+_SHOW_CHARS = 60    # longer reprs are cut
+
+
+def _decimal_digits(value: int) -> int:
+    """Number of decimal digits of ``|value|`` (no ``str()``: it refuses long integers)."""
+    v = abs(value)
+    if v < 10:
+        return 1
+    k = int((v.bit_length() - 1) * 0.30102999566398120)     # floor(log10 2^(b-1))
+    return k + 2 if v >= 10 ** (k + 1) else k + 1
+
+
+def _show(value) -> str:
+    """``value`` as an error message shows it: its repr, cut to one short line;
+    integers of more than 40 digits by their length."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        digits = _decimal_digits(int(value))
+        if digits > _SHOW_DIGITS:
+            return f"an integer of {digits} digits"
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 (a nested list too deep for repr, a broken __repr__)
+        return f"a {type(value).__name__}"
+    text = " ".join(text.split())                             # one line
+    return text if len(text) <= _SHOW_CHARS else text[:_SHOW_CHARS - 3] + "..."
+
+
+def _as_int(name: str, value, lo: int, hi: int) -> int:
+    """``value`` as a Python int in ``[lo, hi]``, or :class:`ConfigError`."""
+    rng = f"between {lo} and {hi}"
+    if isinstance(value, _LongInteger):
+        raise ConfigError(f"{name} must be an integer {rng}, got {_show(value)}")
+    integral = isinstance(value, numbers.Integral)
+    if not integral and isinstance(value, numbers.Real):
+        try:
+            integral = float(value).is_integer()
+        except (OverflowError, ValueError):
+            integral = False
+    if isinstance(value, bool) or not integral:
+        raise ConfigError(f"{name} must be an integer, got {_show(value)}")
+    number = int(value)                           # numpy and integral floats -> int
+    if not lo <= number <= hi:
+        shown = _show(number if isinstance(value, numbers.Integral) else value)
+        raise ConfigError(f"{name} must be an integer {rng}, got {shown}")
+    return number
+
+
+def _as_float(name: str, value, lo, hi, lo_open: bool, hi_open: bool) -> float:
+    """``value`` as a finite Python float in the interval, or :class:`ConfigError`."""
+    left = "(" if lo_open else "["
+    right = (")" if hi_open else "]") if hi is not None else ")"
+    upper = _fmt_bound(hi) if hi is not None else "inf"
+    interval = f"{left}{_fmt_bound(lo)}, {upper}{right}"
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, _LongInteger)):
+        raise ConfigError(f"{name} must be a number, got {_show(value)}")
+    try:
+        number = float(value) if not isinstance(value, _LongInteger) else math.inf
+    except (OverflowError, ValueError):           # an int beyond float64
+        number = math.inf
+    bad = (not math.isfinite(number)
+           or (number <= lo if lo_open else number < lo)
+           or (hi is not None and (number >= hi if hi_open else number > hi)))
+    if bad:
+        shown = repr(number) if math.isfinite(number) or isinstance(value, float) else _show(value)
+        raise ConfigError(f"{name} must be finite and in {interval}, got {shown}")
+    return number
+
+
 def _validate(cfg: SimulationConfig) -> None:
     for f in fields(cfg):
         rule = _RULES[f.name]
@@ -280,42 +442,229 @@ def _validate(cfg: SimulationConfig) -> None:
         if kind == "int":
             lo, hi = rule[1], rule[2]
             hi = hi(cfg) if callable(hi) else hi
-            integral = isinstance(value, numbers.Integral) or (
-                isinstance(value, numbers.Real) and float(value).is_integer())
-            if isinstance(value, bool) or not integral:
-                raise ConfigError(f"{f.name} must be an integer, got {value!r}")
-            value = int(value)                    # numpy and integral floats -> int
-            object.__setattr__(cfg, f.name, value)
-            upper = "" if hi is None else f" and {hi}"
-            if value < lo or (hi is not None and value > hi):
-                rng = f"between {lo}{upper}" if hi is not None else f">= {lo}"
-                raise ConfigError(f"{f.name} must be an integer {rng}, got {value}")
+            object.__setattr__(cfg, f.name, _as_int(f.name, value, lo, hi))
         elif kind == "float":
-            lo, hi, lo_open, hi_open, optional = rule[1:]
+            *bounds, optional = rule[1:]
             if optional and value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise ConfigError(f"{f.name} must be a number, got {value!r}")
-            value = float(value)
-            object.__setattr__(cfg, f.name, value)
-            bad = (not math.isfinite(value)
-                   or (value <= lo if lo_open else value < lo)
-                   or (hi is not None and (value >= hi if hi_open else value > hi)))
-            if bad:
-                left = "(" if lo_open else "["
-                right = (")" if hi_open else "]") if hi is not None else ")"
-                upper = _fmt_bound(hi) if hi is not None else "inf"
-                raise ConfigError(
-                    f"{f.name} must be finite and in {left}{_fmt_bound(lo)}, {upper}{right}, got {value!r}")
+            object.__setattr__(cfg, f.name, _as_float(f.name, value, *bounds))
         else:
             options = rule[1]
-            if value not in options:
-                raise ConfigError(f"{f.name} must be one of {', '.join(options)}; got {value!r}")
-    if cfg.seed + cfg.n_seeds - 1 > 2**63 - 1:   # run r uses seed + r, an int64
-        raise ConfigError(f"seed + n_seeds - 1 must be at most {2**63 - 1}, "
+            if not isinstance(value, str) or value not in options:
+                raise ConfigError(f"{f.name} must be one of {', '.join(options)}; got {_show(value)}")
+    if cfg.seed + cfg.n_seeds - 1 > INT64_MAX:   # run r uses seed + r, an int64
+        raise ConfigError(f"seed + n_seeds - 1 must be at most {INT64_MAX}, "
                           f"got {cfg.seed} + {cfg.n_seeds} - 1")
     if cfg.engine == "reduced" and cfg.coordinates == "all":
         raise ConfigError("coordinates='all' applies to engine='full' only; got engine='reduced'")
     if cfg.engine == "full" and cfg.reduced_init != "data":
         raise ConfigError(f"reduced_init={cfg.reduced_init!r} applies to engine='reduced' only; "
                           "got engine='full'")
+
+
+# ---------------------------------------------------------------------------
+# memory: what a run needs, refused before anything is allocated
+# ---------------------------------------------------------------------------
+
+MEMORY_FRACTION = 0.8
+"""Default limit of :func:`check_memory`: this fraction of the machine's memory."""
+MEMORY_LIMIT_ENV = "SIGNGD_MEMORY_LIMIT"
+"""Environment variable overriding the limit: bytes (``"8e9"``, ``"12GB"``, ``"500MB"``)
+or ``"none"`` for no limit."""
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
+
+
+def _history_floats(config: SimulationConfig) -> int:
+    """Floats of one record of one run (``simulator.history``): 7 scalars,
+    ``margin, lprime, Vn`` (n each), ``softmax`` (4 n), ``Qs, Ks`` (m_k each),
+    ``Qn, Kn`` (m_k n each)."""
+    n, m_k = config.n, config.m_k
+    return 7 + 7 * n + 2 * m_k + 2 * m_k * n
+
+
+def recorded_steps(config: SimulationConfig) -> int:
+    """``T``, the number of recorded steps: ``0, k, 2k, ...`` and the last."""
+    k = config.record_every
+    return config.steps // k + 1 + (1 if config.steps % k else 0)
+
+
+def memory_terms(config: SimulationConfig) -> dict[str, tuple[int, tuple[str, ...]]]:
+    """The terms of :func:`estimated_bytes`: ``name -> (bytes, fields it grows with)``."""
+    R, n, s, d, n_test = config.n_seeds, config.n, config.s, config.d, config.n_test
+    M, L, T = config.n_weight_rows, 2, recorded_steps(config)
+    mkn = config.m_k * n
+    history = 8 * 2 * (T * (R * _history_floats(config) + 2) + R * (9 * n + 2))
+    terms = {"history": (history, ("steps", "n_seeds", "n", "m_k"))}
+    if config.engine == "reduced":
+        from .reduced import chunk_size   # noqa: PLC0415 (the engine's own chunking)
+
+        s_x = s if config.noise == "sparse" else 0
+        per_run = 12 * mkn + (2 * config.m_k + 6) * n_test + 2 * n * s_x
+        if config.optimizer != "signgd":
+            per_run += 10 * mkn + 3 * s_x * mkn
+        init = 5 * M * (1 + n * s_x) if config.reduced_init == "data" else 0
+        terms["working"] = (8 * (chunk_size(config) * per_run + init + (2 * config.m_k + 1) * n_test),
+                            ("n_test", "n", "m_k", "s"))
+        terms["state"] = (8 * 2 * R * (2 * mkn + 2 * config.m_k + 8 * n + 1),
+                          ("n_seeds", "n", "m_k"))
+        return terms
+    s_x = {"sparse": s, "dense": d - 1, "none": 0}[config.noise]
+    whole = config.coordinates == "all" or config.noise == "dense"
+    D = d if whole else min(d, 1 + n * s_x)
+    by_D = ("d",) if whole else ("n", "s")
+    dense_part = config.noise == "dense"               # every column is shared: Wd, Gd are (R, M, D)
+    stateful = config.optimizer != "signgd"
+    # supports and values of every run's sets; the test noise inside the basis (all of
+    # it when D = d) as CSR, built from a few index arrays; else W_0 on the fresh test
+    # coordinates, drawn for one run at a time
+    split = 12 * R * s_x * n_test + 44 * s_x * n_test if whole else 24 * M * s_x * n_test
+    terms["data"] = (16 * R * s_x * (n + n_test) + split,
+                     ("n_seeds", "n_test", "n") + (("d",) if config.noise == "dense" else ("s",)))
+    terms["inputs"] = (R * n * L * D * (9 + 8 * dense_part), ("n_seeds", "n") + by_D)
+    terms["weights"] = (8 * M * D * (R * (2 + 2 * dense_part + 5 * stateful * dense_part) + 5),
+                        ("n_seeds", "m_k", "m_v") + by_D)
+    s_b = s if config.noise == "sparse" else 0
+    terms["blocks"] = (8 * R * n * s_b * M * (2 + 5 * stateful), ("n_seeds", "n", "s", "m_k", "m_v"))
+    terms["test"] = (8 * R * n_test * M * (1 + 3 * L), ("n_seeds", "n_test", "m_k", "m_v"))
+    return terms
+
+
+def estimated_bytes(config: SimulationConfig) -> int:
+    """Bytes a run of ``config`` needs at its peak, estimated from the config alone.
+
+    With ``R = n_seeds``, ``M = 2 m_k + 2 m_v``, ``L = 2`` patches, ``T`` recorded steps
+    (:func:`recorded_steps`) and 8-byte floats, the estimate is the sum of:
+
+    * ``history``: ``2 x 8 (T (R H + 2) + R (9 n + 2))``, ``H = 7 + 7 n + 2 m_k + 2 m_k n``
+      floats a record of a run; twice, for the copy a save or a report holds.
+
+    Full engine (``engine='full'``), with ``D`` trained coordinates (``D = 1 + n s`` on
+    the active basis, ``D = d`` with ``coordinates='all'`` or ``noise='dense'``) and
+    ``s_x`` noise coordinates a sample (``s``; ``d - 1`` dense; 0 without noise):
+
+    * ``data``: ``16 R s_x (n + n_test)`` for the supports and values of the training
+      and test sets; plus, when ``D = d``, ``12 R s_x n_test`` for the test noise inside
+      the basis (sparse) and ``44 s_x n_test`` for building it, else ``24 M s_x n_test``
+      for the initial weights of one run's fresh test coordinates;
+    * ``inputs``: ``R n L D`` floats (``X``) and its non-zero mask; twice with dense
+      noise, whose every column is in the engine's dense part;
+    * ``weights``: ``8 M D (R c + 5)``: ``W_0`` and ``W`` (``c = 2``), with dense noise
+      also the dense part and its gradient (``c = 4``) and an optimizer's state
+      (``c = 9`` but for SignGD); ``5 M D`` for drawing one run's initial weights;
+    * ``blocks``: ``8 R n s M (2 + 5)`` for the block weights and gradients (and, but for
+      SignGD, the optimizer's state and its joined copies);
+    * ``test``: ``8 R n_test M (1 + 3 L)`` for the frozen test projections, the
+      projections of every patch and the forward pass over them.
+
+    Reduced engine (``engine='reduced'``): the working memory of one chunk of runs
+    (:func:`simulator.reduced.chunk_size` runs of ``12 m_k n + (2 m_k + 6) n_test + 2 n s``
+    floats each, more for optimizers with state), drawing one run's initial weights
+    (``5 M (1 + n s)``) and test inputs, and the final state of every run,
+    ``O(R m_k n)``.
+
+    The estimate is meant to be an upper bound within a small factor; it ignores
+    Python's and NumPy's fixed overheads (tens of MB).
+    """
+    return sum(b for b, _ in memory_terms(config).values())
+
+
+def _physical_memory() -> int | None:
+    """Bytes of memory of this machine (or of this process's cgroup, if smaller)."""
+    total = None
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):     # not POSIX: try Windows
+        try:
+            import ctypes  # noqa: PLC0415
+
+            class _Status(ctypes.Structure):
+                _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
+                            ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
+                            ("ullTotalPageFile", ctypes.c_ulonglong),
+                            ("ullAvailPageFile", ctypes.c_ulonglong),
+                            ("ullTotalVirtual", ctypes.c_ulonglong),
+                            ("ullAvailVirtual", ctypes.c_ulonglong),
+                            ("sullAvailExtendedVirtual", ctypes.c_ulonglong)]
+
+            status = _Status()
+            status.dwLength = ctypes.sizeof(_Status)
+            if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
+                total = int(status.ullTotalPhys)
+        except Exception:  # noqa: BLE001 (no way to tell: no limit)
+            total = None
+    for cgroup in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(cgroup, encoding="ascii") as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) > 0:
+            total = int(text) if total is None else min(total, int(text))
+        break
+    return total if total and total > 0 else None
+
+
+def memory_limit() -> int | None:
+    """Bytes :func:`check_memory` allows by default: ``$SIGNGD_MEMORY_LIMIT`` if set,
+    else 80% of the machine's memory (``None``: unknown, no limit)."""
+    text = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+    if text:
+        if text.lower() == "none":
+            return None
+        match = re.fullmatch(r"([0-9.eE+]+)\s*([kKmMgGtTpP]?[bB]?)", text)
+        try:
+            value = float(match.group(1)) * _UNITS[match.group(2).upper().rstrip("B")]
+        except (AttributeError, ValueError, KeyError):
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{MEMORY_LIMIT_ENV} must be a number of bytes such as 8e9 or "
+                              f"12GB, or none; got {_show(text)}")
+        return int(value)
+    total = _physical_memory()
+    return None if total is None else int(MEMORY_FRACTION * total)
+
+
+def format_bytes(n: float) -> str:
+    """``6.4 TB``, ``19 GB``, ``512 kB`` (decimal units)."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"):
+        if n < 999.5 or unit == "YB":
+            break
+        n /= 1000.0
+    if n >= 1e6:
+        return f"{n:.1e} {unit}"
+    return f"{n:.1f} {unit}" if n < 9.95 and unit != "B" else f"{n:.0f} {unit}"
+
+
+def check_memory(config: SimulationConfig, *, limit: int | None = None) -> int:
+    """Refuse a config whose :func:`estimated_bytes` exceeds ``limit`` (default:
+    :func:`memory_limit`); returns the estimate.
+
+    The message names the field that dominates: the field of the largest term whose
+    value is the largest multiple of its default, e.g.
+    ``n_test=100000000 needs about 216 GB of memory (limit 20 GB); lower n_test``.
+
+    Raises
+    ------
+    ConfigError
+        When the estimate exceeds the limit.
+    """
+    terms = memory_terms(config)
+    total = sum(b for b, _ in terms.values())
+    limit = memory_limit() if limit is None else limit
+    if limit is None or total <= limit:
+        return total
+    term, (_, names) = max(terms.items(), key=lambda item: item[1][0])
+    defaults = SimulationConfig()
+
+    def growth(name: str) -> float:
+        return getattr(config, name) / getattr(defaults, name)
+
+    field = max(names, key=growth)            # first of the largest: names are in order
+    also = []
+    if term == "history":
+        also.append("raise record_every")
+    if field == "d" and config.coordinates == "all":
+        also.append("use coordinates='active'")
+    hint = " or ".join([f"lower {field}"] + also)
+    raise ConfigError(f"{field}={getattr(config, field)} needs about {format_bytes(total)} of memory "
+                      f"(limit {format_bytes(limit)}); {hint}")

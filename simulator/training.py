@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import SimulationConfig
+from .config import SimulationConfig, check_memory
 from .history import History, Recorder
 from .model import logistic_loss, loss_derivative
 from .progress import Progress
@@ -149,7 +149,11 @@ def train(config: SimulationConfig, *, progress: bool = False, problem=None) -> 
         When a model output becomes non-finite; the message names the step.
     ReductionError
         When ``engine='reduced'`` and the reduction is not exact for ``config``.
+    ConfigError
+        When the run would not fit in memory (:func:`~simulator.config.check_memory`).
     """
+    if problem is None:
+        check_memory(config)                 # refuse before allocating (one line)
     recorder = Recorder(config)
     chunks = engine_chunks(config, problem)
     bar = Progress(config.steps * len(chunks), f"{config.optimizer} x{config.n_seeds} "

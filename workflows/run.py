@@ -17,7 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from simulator.config import (ConfigError, SimulationConfig, allowed_range, choices, field_docs,
-                              field_type)
+                              field_type, parse_integer)
 
 class UsageError(Exception):
     """Bad command-line input (reported in one line, exit status 2)."""
@@ -26,6 +26,13 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump
         raise UsageError(f"{self.prog}: error: {message}")
+
+
+def _int_option(text: str):
+    return parse_integer(text)   # a 5,000-digit integer reaches the config, which names the field
+
+
+_int_option.__name__ = "int"    # argparse names the type in "invalid int value"
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -38,8 +45,9 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         kind, options = field_type(f.name), choices(f.name)
         doc = docs.get(f.name, "").replace("%", "%%")
         group.add_argument(
-            f"--{f.name.replace('_', '-')}", dest=f.name, default=None, type=kind,
-            choices=options, metavar=None if options else kind.__name__.upper(),
+            f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
+            type=_int_option if kind is int else kind, choices=options,
+            metavar=None if options else kind.__name__.upper(),
             help=f"{doc} Allowed: {allowed_range(f.name)}. Default: {getattr(defaults, f.name)}.")
 
 
