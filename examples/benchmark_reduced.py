@@ -43,7 +43,7 @@ import numpy as np
 
 from simulator import SimulationConfig, train
 from simulator.history import PER_RUN, History
-from simulator.reduced import ReducedTestWarning, train_reduced
+from simulator.reduced import ReducedTestWarning
 
 
 def _timed(fn, config):
@@ -55,7 +55,7 @@ def _timed(fn, config):
 def _reduced(config):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ReducedTestWarning)
-        return train_reduced(config)
+        return train(config)
 
 
 def per_step(steps: int, repeats: int) -> None:

@@ -3,11 +3,12 @@
 
 With disjoint noise supports the training dynamics close on the state
 ``(Vs, Vn_i, Qs_s, Ks_s, Qn_si, Kn_si)`` of size ``O(m_k n)``, whatever ``d`` and
-``s`` are. The math is in :mod:`simulator.reduced_dynamics` (attention, loss,
-gradient scalars) and :mod:`simulator.reduced_optimizers` (SignGD, GD, Adam,
-Signum, NormGD as exact update rules); this module owns the state, the loop and the
-history, which has the same arrays, shapes and meanings as the full engine's
-(:mod:`simulator.history`), so ``analysis/`` reads it unchanged.
+``s`` are. The math is in :mod:`simulator.reduced_dynamics` (the model on the
+state, its gradient scalars, the exact lift of every optimizer of
+:mod:`simulator.optimizers`, the fused SignGD kernel); this module owns the batch
+and the engine that :func:`simulator.training.run_loop` drives. Its history has the
+arrays, shapes and meanings of :data:`simulator.history.SCHEMA`, as the full
+engine's, so ``analysis/`` reads it unchanged.
 
 Initial state (``config.reduced_init``)
 ---------------------------------------
