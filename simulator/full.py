@@ -76,9 +76,16 @@ class FullEngine:
         self.eta = config.eta
         self.R = problem.R
         self.test = test_columns(problem)
-        n_test, M = problem.test_y.shape[1], self.layout.M
-        self.block = max(1, BLOCK_BYTES // (8 * 4 * n_test * L * M))
         self._held_out = [self._fixed_noise_inputs(r) for r in range(self.R)]
+        n_test, M, n = problem.test_y.shape[1], self.layout.M, problem.y.shape[1]
+        touched = max(t.size for _, t in self._held_out)
+        # working memory of a record in a block: the touched test inputs' projections
+        # (about 4 copies), the fixed ones' scores (about 8), the snapshot
+        per_record = 4 * touched * L * M + 8 * L * L * n_test + 2 * n * L * M
+        self.block = max(1, min(32, BLOCK_BYTES // (8 * self.R * per_record)))
+        position = problem.signal_position                               # (R, n)
+        self.signal_first = bool((position == 0).all())
+        self.order = np.stack([position, 1 - position], axis=-1)[None]  # (1, R, n, 2)
 
     # --- the loop's protocol ---
     def initial_params(self) -> np.ndarray:
@@ -100,40 +107,51 @@ class FullEngine:
         W -= self.eta * P
         return state
 
-    def quantities(self, W: np.ndarray, ev: LossAndGradient) -> dict[str, np.ndarray]:
-        """The section-4 inner products and the softmax in (signal, noise) order.
+    def snapshot(self, W: np.ndarray, ev: LossAndGradient) -> dict[str, np.ndarray]:
+        """What a record needs: the step's margins, projections and softmax (fresh
+        arrays of this evaluation), ``W mu`` and the test inputs' columns (copies)."""
+        problem = self.problem
+        if problem.signal_direction is None:                             # W mu / ||mu|| = W e_0
+            w_signal = W[:, :, 0].copy()                                 # (R, M)
+        else:
+            w_signal = np.einsum("rmd,rd->rm", W, problem.signal_direction)
+        return {"margin": ev.margin, "proj": ev.forward.proj, "S": ev.forward.att.S,
+                "w_signal": w_signal, "cols": self.held_out_snapshot(W)}
+
+    def record(self, snaps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The section-4 quantities, the softmax in (signal, noise) order and the test
+        metrics of ``K`` stacked snapshots (leading axis ``K``).
 
         With ``x_signal = y_clean mu`` and ``x_noise = xi`` the noise quantities are
-        ``y_i W xi_i``, read off the noise-patch projections; signal quantities read
-        ``||mu|| W[:, coordinate 0]``, or ``W mu`` for a general ``mu`` (digits).
+        ``y_i W xi_i``, read off the noise-patch projections; signal quantities are
+        ``W mu``: ``||mu|| W[:, coordinate 0]``, or ``W mu`` for a general ``mu`` (digits).
         """
         problem, lay = self.problem, self.layout
-        position = problem.signal_position                               # (R, n)
-        if problem.signal_direction is None:                             # mu = ||mu|| e_0
-            mu, w_signal = problem.config.mu_norm, W[:, :, 0]            # (R, M)
-        else:
-            mu, w_signal = 1.0, np.einsum("rmd,rd->rm", W, problem.signal_direction)
-        proj, S = ev.forward.proj, ev.forward.att.S                      # (R, n, L, M), (R, n, L, L)
-        if problem.signal_first:
-            noise_proj = proj[:, :, 1, :]                                # (R, n, M)
+        mu = problem.config.mu_norm if problem.signal_direction is None else 1.0
+        proj, S, w_signal = snaps["proj"], snaps["S"], snaps["w_signal"]  # (K, R, n, L, M) ...
+        if self.signal_first:
+            noise_proj = proj[:, :, :, 1, :]                             # (K, R, n, M)
         else:                                                            # semantic patch order
-            order = np.stack([position, 1 - position], axis=-1)          # (R, n, 2)
-            noise_proj = np.take_along_axis(proj, order[..., 1, None, None], axis=2)[:, :, 0]
-            S = np.take_along_axis(S, order[..., :, None], axis=2)
-            S = np.take_along_axis(S, order[..., None, :], axis=3)
-        yn = problem.y[..., None] * noise_proj                           # (R, n, M) y_i W xi_i
+            order = self.order                                           # (1, R, n, 2)
+            noise_proj = np.take_along_axis(proj, order[..., 1, None, None], axis=3)[:, :, :, 0]
+            S = np.take_along_axis(S, order[..., :, None], axis=3)
+            S = np.take_along_axis(S, order[..., None, :], axis=4)
+        yn = problem.y[..., None] * noise_proj                           # (K, R, n, M) y_i W xi_i
         return {
-            "Vs": mu * (w_signal[:, lay.Vp].mean(-1) - w_signal[:, lay.Vm].mean(-1)),
+            "Vs": mu * (w_signal[..., lay.Vp].mean(-1) - w_signal[..., lay.Vm].mean(-1)),
             "Vn": yn[..., lay.Vp].mean(-1) - yn[..., lay.Vm].mean(-1),
-            "Qs": mu * w_signal[:, lay.Q],
-            "Ks": mu * w_signal[:, lay.K],
-            "Qn": yn[..., lay.Q].swapaxes(1, 2),
-            "Kn": yn[..., lay.K].swapaxes(1, 2),
+            "Qs": mu * w_signal[..., lay.Q],
+            "Ks": mu * w_signal[..., lay.K],
+            "Qn": yn[..., lay.Q].swapaxes(-1, -2),
+            "Kn": yn[..., lay.K].swapaxes(-1, -2),
             "softmax": S,
+            **self.held_out_metrics(snaps["cols"]),
         }
 
     def held_out_snapshot(self, W: np.ndarray) -> np.ndarray:
         """The columns of ``W`` that test inputs touch: ``(R, M, C)`` (a copy)."""
+        if self.R == 1:                                   # one index array: a fast gather
+            return W[:, :, self.test.cols[0]]
         return np.take_along_axis(W, self.test.cols[:, None, :], axis=2)
 
     def held_out_projections(self, snaps: np.ndarray, r: int, rows=slice(None)) -> np.ndarray:

@@ -114,7 +114,7 @@ def output(z: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Softmax ``S`` (..., L, L) and output ``f = sum_l sum_k S_lk u_k`` (...) from the
     scores ``z`` (..., L, L) and value projections ``u`` (..., L)."""
     S = softmax(z)
-    return S, np.matmul(S, u[..., None])[..., 0].sum(-1)
+    return S, (S.sum(-2) * u).sum(-1)                        # sum_k (sum_l S_lk) u_k
 
 
 def attend(q: np.ndarray, k: np.ndarray, u: np.ndarray) -> Attention:
@@ -143,8 +143,8 @@ def fixed_noise_margins(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray, qn: np.n
     n = qn.shape[1]
     z = np.empty((K, R, n, 2, 2))
     z[..., 0, 0] = np.einsum("krm,krm->kr", Qs, Ks)[..., None]
-    z[..., 0, 1] = np.einsum("krm,rjm->krj", Qs, kn)
-    z[..., 1, 0] = np.einsum("krm,rjm->krj", Ks, qn)
+    z[..., 0, 1] = np.matmul(Qs[:, :, None, :], kn.swapaxes(-1, -2))[:, :, 0]   # (K, R, n)
+    z[..., 1, 0] = np.matmul(Ks[:, :, None, :], qn.swapaxes(-1, -2))[:, :, 0]
     z[..., 1, 1] = np.einsum("rjm,rjm->rj", qn, kn)
     u = np.empty((K, R, n, 2))
     u[..., 0] = Vs[..., None]

@@ -302,7 +302,8 @@ class ReducedEngine:
         self.eta_l1 = config.eta * self.batch.mag.l1                     # (n, R)
         self.step = flat_state(np.zeros((state_size(self.m_k, self.n), self.R)), self.m_k, self.n)
         n_test = config.n_test
-        self.block = max(1, BLOCK_BYTES // (8 * 12 * self.R * n_test * (self.m_k + 1)))
+        size = state_size(self.m_k, self.n)
+        self.block = max(1, min(256, BLOCK_BYTES // (8 * self.R * (12 * n_test + 2 * size))))
 
     def initial_params(self):
         b = self.batch
@@ -329,26 +330,33 @@ class ReducedEngine:
         np.subtract(x.X, self.step.X, out=x.X)
         return state
 
-    def quantities(self, x, ev: Evaluation) -> dict[str, np.ndarray]:
-        """The section-4 quantities in the history's frame (``Qn = c Qh``, ...)."""
+    def snapshot(self, x, ev: Evaluation) -> dict[str, np.ndarray]:
+        """What a record needs: margins and softmax (fresh arrays) and the state (a copy)."""
+        return {"margin": ev.margin, "softmax": ev.softmax, "X": x.X.copy()}
+
+    def record(self, snaps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The section-4 quantities in the history's frame (``Qn = c Qh``, ...) and the
+        test metrics of ``K`` stacked snapshots (leading axis ``K``)."""
+        X, m_k, n = snaps["X"], self.m_k, self.n                           # (K, N, R)
+        K = X.shape[0]
         c = self.c.T                                                     # (R, n)
-        return {"Vs": x.Vs[0], "Vn": c * x.Vh.T,
-                "Qs": x.QKs[0, :, 0].T, "Ks": x.QKs[1, :, 0].T,
-                "Qn": c[:, None, :] * x.QKn[0].transpose(2, 0, 1),
-                "Kn": c[:, None, :] * x.QKn[1].transpose(2, 0, 1),
-                "softmax": ev.softmax}
+        QKn = X[:, :2 * m_k * n].reshape(K, 2, m_k, n, self.R)           # [Qh, Kh]
+        QKs = X[:, 2 * m_k * n:2 * m_k * (n + 1)]                        # (K, 2 m_k, R) [Qs, Ks]
+        Vh, Vs = X[:, 2 * m_k * (n + 1):-1], X[:, -1]                    # (K, n, R), (K, R)
+        return {"Vs": Vs, "Vn": c * Vh.swapaxes(1, 2),
+                "Qs": QKs[:, :m_k].swapaxes(1, 2), "Ks": QKs[:, m_k:].swapaxes(1, 2),
+                "Qn": c[:, None, :] * QKn[:, 0].transpose(0, 3, 1, 2),
+                "Kn": c[:, None, :] * QKn[:, 1].transpose(0, 3, 1, 2),
+                "softmax": snaps["softmax"],
+                **self.held_out_metrics(QKs, Vs)}
 
-    def held_out_snapshot(self, x) -> np.ndarray:
-        """``[Qs, Ks, Vs]`` (2 m_k + 1, R): all the test inputs see of the state."""
-        return np.concatenate([x.QKs.reshape(2 * self.m_k, self.R), x.Vs])
-
-    def held_out_metrics(self, snaps: np.ndarray) -> dict[str, np.ndarray]:
-        """Test metrics ``(K, R)`` of ``K`` snapshots: the model on test inputs on fresh
-        supports (:func:`~simulator.model.fixed_noise_margins`)."""
+    def held_out_metrics(self, QKs: np.ndarray, Vs: np.ndarray) -> dict[str, np.ndarray]:
+        """Test metrics ``(K, R)`` at ``K`` states ``[Qs, Ks]`` (K, 2 m_k, R), ``Vs`` (K, R):
+        the model on test inputs on fresh supports (:func:`~simulator.model.fixed_noise_margins`)."""
         test, m_k = self.batch.test, self.m_k
-        state = snaps.transpose(0, 2, 1)                                 # (K, R, 2 m_k + 1)
+        state = QKs.transpose(0, 2, 1)                                   # (K, R, 2 m_k)
         margin = fixed_noise_margins(
-            state[..., :m_k], state[..., m_k:2 * m_k], state[..., -1],
+            state[..., :m_k], state[..., m_k:], Vs,
             test.y_clean * test.q, test.y_clean * test.k, (test.y_clean * test.u)[..., 0],
             (test.y * test.y_clean)[..., 0])                             # (K, R, n_test)
         return held_out_statistics(margin)

@@ -10,15 +10,17 @@ the theory's quantities)::
     engine.evaluate(params)           forward (and backward) pass; ``.margin`` (R, n)
     engine.update(params, ev, opt_state, t) -> opt_state
                                       one optimizer step, in place
-    engine.quantities(params, ev)     the section-4 quantities (schema names)
-    engine.held_out_snapshot(params)  what the held-out metrics need of the state
-    engine.held_out_metrics(snaps)    test metrics of a block of snapshots (K, R)
+    engine.snapshot(params, ev)       what a record needs of this step (arrays; ``margin`` (R, n))
+    engine.record(snaps)              the schema's quantities and test metrics of a block of
+                                      snapshots, each array with a leading axis K
     engine.per_run()                  the per-run arrays of the history
 
-:func:`run_loop` owns the loop: evaluate, check, record, update. It records what
-every engine records the same way (margins, ``l'``, training loss and error, the
-first underflow of ``l'``, wall time) and asks the engine for the rest. Held-out
-metrics are evaluated in blocks of records (``engine.block``) to keep recording cheap.
+:func:`run_loop` owns the loop: evaluate, check, record, update. A record costs one
+snapshot (a few array references and small copies); every ``engine.block`` records
+the loop stacks the snapshots and the engine computes the recorded arrays for all of
+them in one vectorized pass. The loop derives what every engine records the same way
+from the margins (``l'``, training loss and error, the first underflow of ``l'``) and
+the wall time.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def run_loop(engine, config: SimulationConfig, recorder: Recorder, rs: slice,
     rec_steps = recorder.steps
     seeds = recorder.arrays["seeds"][rs]
     underflow = recorder.arrays["underflow_step"][rs]               # (R, n) view
-    pending: list[tuple[int, object]] = []
+    pending: list[tuple[int, dict]] = []
     start, k = time.perf_counter(), 0
     for t in range(config.steps + 1):
         ev = engine.evaluate(params)
@@ -82,12 +84,7 @@ def run_loop(engine, config: SimulationConfig, recorder: Recorder, rs: slice,
         if not np.abs(margin).max(initial=0.0) <= 700.0:             # non-finite, or l' near 0
             _check_margins(t, margin, underflow, seeds)
         if k < rec_steps.size and rec_steps[k] == t:
-            recorder.write(k, rs, {
-                "margin": margin, "lprime": loss_derivative(margin),
-                "train_loss": logistic_loss(margin).mean(-1),
-                "train_error": (margin <= 0).mean(-1),
-                **engine.quantities(params, ev)})
-            pending.append((k, engine.held_out_snapshot(params)))
+            pending.append((k, engine.snapshot(params, ev)))
             if len(pending) >= engine.block or t == config.steps:
                 _flush(engine, recorder, rs, pending)
             recorder.arrays["wall_time"][k] += time.perf_counter() - start
@@ -99,10 +96,13 @@ def run_loop(engine, config: SimulationConfig, recorder: Recorder, rs: slice,
 
 
 def _flush(engine, recorder: Recorder, rs: slice, pending: list) -> None:
-    """Held-out metrics of the pending records, in one vectorized pass."""
+    """The recorded arrays of the pending records, in one vectorized pass."""
     ks = [k for k, _ in pending]
-    metrics = engine.held_out_metrics(np.stack([snap for _, snap in pending]))
-    recorder.write(ks, rs, metrics)
+    snaps = {name: np.stack([snap[name] for _, snap in pending]) for name in pending[0][1]}
+    margin = snaps["margin"]                                         # (K, R, n)
+    recorder.write(ks, rs, {"margin": margin, "lprime": loss_derivative(margin),
+                            "train_loss": logistic_loss(margin).mean(-1),
+                            "train_error": (margin <= 0).mean(-1), **engine.record(snaps)})
     pending.clear()
 
 

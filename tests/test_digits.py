@@ -165,7 +165,9 @@ def test_signal_quantities_project_on_the_class_mean_direction(images):
     problem = build_digits_problem(data(), model(), images=images)
     run = draw_digits(data(), seed=4, images=images)
     W = problem.W0
-    q = FullEngine(problem).quantities(W, loss_and_gradient(W, problem.X, problem.y, problem.layout))
+    engine = FullEngine(problem)
+    snap = engine.snapshot(W, loss_and_gradient(W, problem.X, problem.y, problem.layout))
+    q = {name: value[0] for name, value in engine.record({k: v[None] for k, v in snap.items()}).items()}
     lay = problem.layout
     w_mu = W[0][:, :PIXELS] @ run.mu                                    # (M,) <w, mu>
     np.testing.assert_allclose(q["Vs"][0], w_mu[lay.Vp].mean() - w_mu[lay.Vm].mean(), rtol=1e-12)

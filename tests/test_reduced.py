@@ -102,8 +102,8 @@ def test_reduced_agrees_with_full_engine_step_by_step(changes):
     Vs = full["Vs"].T[:, None, :]
     engine = ReducedEngine(config.replace(engine="reduced"), np.array(config.seeds))
     engine.batch.test = _full_test_inputs(problem)
-    snaps = np.concatenate([Qs, Ks, Vs], axis=1).transpose(2, 1, 0)     # (T, 2 m_k + 1, R)
-    metrics = engine.held_out_metrics(snaps)
+    QKs = np.concatenate([Qs, Ks], axis=1).transpose(2, 1, 0)          # (T, 2 m_k, R)
+    metrics = engine.held_out_metrics(QKs, Vs[:, 0].T)
     for name, value in metrics.items():
         assert value.shape == (T, config.n_seeds)
         err = _rel_error(full[name], value)
