@@ -49,6 +49,7 @@ SIGNAL_POSITIONS = ("first", "random")
 ENGINES = ("full", "reduced")
 COORDINATES = ("active", "all")
 REDUCED_INITS = ("data", "distribution")
+DATA_SOURCES = ("synthetic", "digits")
 
 INT64_MAX = 2**63 - 1
 """Largest ``d`` and ``seed + n_seeds - 1``: coordinates and seeds are int64 (the
@@ -145,6 +146,19 @@ class SimulationConfig:
     be compared run for run (refused when training supports overlap).
     ``distribution``: data-free, draw the state from its exact distribution given
     disjoint supports; its cost does not grow with ``d``, ``s`` or overlaps."""
+
+    # --- data source ---
+    data: str = "synthetic"
+    """``synthetic``: the signal-noise model of docs/theory.md section 1.
+    ``digits``: scikit-learn's 8x8 digits as the signal patch (two classes, the
+    first ``y = +1``), the noise patch as configured; then ``d = 64 + `` the number of
+    noise coordinates, ``n`` and ``n_test`` are even (half per class), ``mu_norm`` is
+    the norm of every image patch, and the run needs the full engine (the extra
+    ``digits``; :mod:`simulator.digits`)."""
+    digit_positive: int = 3
+    """``data='digits'``: the digit labelled ``y = +1`` (3 vs 8 is one of the harder pairs)."""
+    digit_negative: int = 8
+    """``data='digits'``: the digit labelled ``y = -1``."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -301,6 +315,9 @@ _RULES: dict[str, tuple] = {
     "engine": _choice_rule(ENGINES),
     "coordinates": _choice_rule(COORDINATES),
     "reduced_init": _choice_rule(REDUCED_INITS),
+    "data": _choice_rule(DATA_SOURCES),
+    "digit_positive": _int_rule(0, 9),
+    "digit_negative": _int_rule(0, 9),
 }
 
 
@@ -460,6 +477,34 @@ def _validate(cfg: SimulationConfig) -> None:
     if cfg.engine == "full" and cfg.reduced_init != "data":
         raise ConfigError(f"reduced_init={cfg.reduced_init!r} applies to engine='reduced' only; "
                           "got engine='full'")
+    if cfg.data == "digits":
+        _validate_digits(cfg)
+
+
+def _validate_digits(cfg: SimulationConfig) -> None:
+    """The constraints of ``data='digits'`` (one line each, naming the field)."""
+    pixels = 64
+    if cfg.engine != "full" or cfg.coordinates != "active":
+        raise ConfigError("data='digits' needs engine='full' and coordinates='active' (images are "
+                          f"not the synthetic signal patch); got engine={cfg.engine!r}, "
+                          f"coordinates={cfg.coordinates!r}")
+    if cfg.digit_positive == cfg.digit_negative:
+        raise ConfigError(f"digit_negative must differ from digit_positive={cfg.digit_positive}, "
+                          f"got {cfg.digit_negative}")
+    for name in ("n", "n_test"):
+        if getattr(cfg, name) % 2:
+            raise ConfigError(f"{name} must be even with data='digits' (half per class), "
+                              f"got {getattr(cfg, name)}")
+    if cfg.d <= pixels:
+        raise ConfigError(f"d must be at least 65 with data='digits' (64 pixels, then the noise "
+                          f"coordinates), got {cfg.d}")
+    if cfg.mu_norm == 0:
+        raise ConfigError("mu_norm must be in (0, inf) with data='digits' (the norm of every "
+                          "image patch), got 0.0")
+    for name, value, default in (("label_flip", cfg.label_flip, 0.0),
+                                 ("signal_position", cfg.signal_position, "first")):
+        if value != default:
+            raise ConfigError(f"{name}={value!r} is not available with data='digits'; use {default!r}")
 
 
 # ---------------------------------------------------------------------------

@@ -273,6 +273,16 @@ def draw_digits(data: DigitsData, seed: int, *,
 # the training problem
 # ---------------------------------------------------------------------------
 
+def digits_data(config: SimulationConfig) -> DigitsData:
+    """The digits task a config with ``data='digits'`` describes (the inverse of
+    :func:`digits_config`): ``noise_dim = d - 64``, ``n_train = n``, ``n_test``, the
+    noise fields, and ``image_norm = mu_norm``."""
+    return DigitsData(classes=(config.digit_positive, config.digit_negative),
+                      n_train=config.n, n_test=config.n_test, noise=config.noise,
+                      sigma_p=config.sigma_p, s=min(config.s, config.d - PIXELS),
+                      noise_dim=config.d - PIXELS, image_norm=config.mu_norm)
+
+
 def digits_config(data: DigitsData, base: SimulationConfig | None = None) -> SimulationConfig:
     """``base`` (model, optimizer, runs) with its data fields set to describe ``data``:
     ``d = 64 + noise_dim``, ``n = n_train``, ``n_test``, ``noise``, ``s``, ``sigma_p``
@@ -281,7 +291,9 @@ def digits_config(data: DigitsData, base: SimulationConfig | None = None) -> Sim
     noise = "none" if data.noise_per_sample == 0 else data.noise
     return base.replace(d=data.d, n=data.n_train, n_test=data.n_test, noise=noise,
                         s=min(data.s, data.noise_dim), sigma_p=data.sigma_p,
-                        mu_norm=data.image_norm, label_flip=0.0, signal_position="first")
+                        mu_norm=data.image_norm, label_flip=0.0, signal_position="first",
+                        data="digits", digit_positive=data.classes[0],
+                        digit_negative=data.classes[1])
 
 
 def build_digits_problem(data: DigitsData, config: SimulationConfig | None = None, *,

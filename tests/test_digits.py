@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simulator import SimulationConfig
+from simulator import SimulationConfig, train
 from simulator.config import ConfigError
 from simulator.digits import (PIXELS, DigitsData, DigitsUnavailableError, build_digits_problem,
-                              digits_config, draw_digits, load_digit_images, train_digits)
+                              digits_config, digits_data, draw_digits, load_digit_images,
+                              train_digits)
 from simulator.initialization import initial_weights
 from simulator.full import FullEngine
 from simulator.model import loss_and_gradient
@@ -270,3 +271,34 @@ def test_quick_example_beats_chance_at_zero_noise(tmp_path, monkeypatch):
         assert acc > out["band"], f"{opt}: held-out accuracy {acc:.3f} at zero noise is chance"
     assert (tmp_path / "digits.png").stat().st_size > 10_000
     assert (tmp_path / "results.csv").read_text().count("\n") == len(out["rows"]) + 1
+
+
+# ---------------------------------------------------------------------------
+# the data source as a config field
+# ---------------------------------------------------------------------------
+
+def test_a_digits_config_trains_as_the_digits_problem(images):
+    """``data='digits'`` in the config builds the same problem as the DigitsData route,
+    so the CLI, sweeps and reports serve digits runs unchanged."""
+    config = digits_config(data(), model(n_seeds=2))
+    assert config.data == "digits" and (config.digit_positive, config.digit_negative) == (3, 8)
+    assert digits_data(config) == data()
+    via_config = train(config).history
+    via_data = train_digits(data(), model(n_seeds=2), images=images).history
+    assert via_config.config == via_data.config
+    for name in via_data.arrays:
+        if name != "wall_time":
+            np.testing.assert_array_equal(via_config[name], via_data[name], err_msg=name)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(engine="reduced"), r"^data='digits' needs engine='full' and coordinates='active'"),
+    (dict(digit_negative=3), r"^digit_negative must differ from digit_positive=3, got 3$"),
+    (dict(n=7), r"^n must be even with data='digits' \(half per class\), got 7$"),
+    (dict(d=64), r"^d must be at least 65 with data='digits'"),
+    (dict(label_flip=0.1), r"^label_flip=0.1 is not available with data='digits'; use 0.0$"),
+    (dict(digit_positive=10), r"^digit_positive must be an integer between 0 and 9, got 10$"),
+])
+def test_digits_config_errors_name_the_field(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        SimulationConfig(data="digits", **changes)
