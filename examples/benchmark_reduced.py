@@ -18,7 +18,8 @@ about 43% of the default config's seeds share a training coordinate, which the
 data-drawn start refuses), recorded every 1000 steps (a history of every step of
 10,000 runs would be 50 GB). The seeds are split into ``--workers`` contiguous
 ranges, each trained in its own process; run ``r`` uses seed ``r`` whatever the
-split, so the merged history is the same as one batch of all seeds.
+split, so the merged history is the same as one batch of all seeds
+(:func:`workflows.parallel.train_split`).
 
 A correct run prints (numbers from the 2-core machine of docs/reduced.md, which
 swing by up to 2x with the load)::
@@ -37,13 +38,12 @@ import argparse
 import os
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
 from simulator import SimulationConfig, train
-from simulator.history import PER_RUN, History
 from simulator.reduced import ReducedTestWarning
+from workflows.parallel import train_split
 
 
 def _timed(fn, config):
@@ -76,42 +76,12 @@ def per_step(steps: int, repeats: int) -> None:
               f"   ratio wall {full[0] / red[0]:5.1f}  cpu {full[1] / red[1]:5.1f}")
 
 
-def _train_range(args):
-    config, seed, n_seeds = args
-    cpu = time.process_time()
-    arrays = _reduced(config.replace(seed=seed, n_seeds=n_seeds)).history.arrays
-    return arrays, time.process_time() - cpu
-
-
-def merge(config: SimulationConfig, parts: list[dict]) -> History:
-    """One history from histories of contiguous seed ranges (run axis concatenated)."""
-    arrays = {}
-    for name in parts[0]:
-        if name in ("step",):
-            arrays[name] = parts[0][name]
-        elif name == "wall_time":
-            arrays[name] = np.max([p[name] for p in parts], axis=0)
-        elif name in PER_RUN:
-            arrays[name] = np.concatenate([p[name] for p in parts], axis=0)
-        else:
-            arrays[name] = np.concatenate([p[name] for p in parts], axis=1)
-    return History(config, arrays)
-
-
-def batch(n_seeds: int, workers: int) -> History:
+def batch(n_seeds: int, workers: int):
     config = SimulationConfig(engine="reduced", reduced_init="distribution",
                               n_seeds=n_seeds, record_every=1000)
-    bounds = np.linspace(0, n_seeds, workers + 1).astype(int)
-    jobs = [(config, config.seed + int(a), int(b - a)) for a, b in zip(bounds[:-1], bounds[1:])]
     start = time.perf_counter()
-    if workers == 1:
-        done = [_train_range(jobs[0])]
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            done = list(pool.map(_train_range, jobs))
+    history, cpus = train_split(config, workers)
     wall = time.perf_counter() - start
-    parts, cpus = [d[0] for d in done], [d[1] for d in done]
-    history = merge(config, parts)
     loss, test_loss, err = (history[k][-1] for k in ("train_loss", "test_loss", "test_error"))
     print(f"{n_seeds} seeds x {config.steps} steps of the default config "
           f"(reduced, {workers} worker(s)): wall {wall:.1f} s, CPU per worker "

@@ -5,12 +5,12 @@ patch and a Gaussian noise patch of growing level (sparse, as in the data model,
 dense), trained with SignGD, Adam and GD on the same two-layer transformer, from the
 same data, split and initial weights (:mod:`simulator.digits`). Optimizers are
 compared where they reach the same training loss (the first recorded step with train
-loss <= 0.05, as ``analysis.sweep --match-train-loss``), so a sign method is not judged
+loss <= 0.05, the sweep runner's ``match_train_loss``), so a sign method is not judged
 on a different stage of training than GD.
 
 Prints a table of held-out accuracy and loss per optimizer and noise level, and the
-noise level at which each optimizer falls to chance; saves ``digits.png`` and
-``results.csv`` in ``--out``. Full run: about 2.5 minutes on 2 cores (3.1 minutes
+noise level at which each optimizer falls to chance; saves ``digits.png`` in ``--out``,
+which is also the sweep's directory (``results.csv``, one row per run; resumable). Full run: about 2.5 minutes on 2 cores (3.1 minutes
 of CPU time); ``--quick`` (what the test suite runs): about 10 seconds.
 
     python examples/digits.py [--quick] [--out DIR] [--workers N]
@@ -18,14 +18,10 @@ of CPU time); ``--quick`` (what the test suite runs): about 10 seconds.
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
 import math
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 # one BLAS thread per process: the points run in parallel processes, and the small
@@ -37,11 +33,10 @@ from _common import parser, pyplot, save_figure  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from workflows.sweep import matched_metrics
 from simulator import SimulationConfig
 from simulator.config import ConfigError
-from simulator.digits import DigitsData, DigitsUnavailableError, load_digit_images, train_digits
-from simulator.io import atomic_write_text
+from simulator.digits import DigitsData, DigitsUnavailableError, digits_config, load_digit_images
+from workflows.sweep import expand, run_sweep
 
 OPTIMIZERS = {            # the same model and budget; GD needs a far larger step
     "signgd": {"eta": 2e-3},
@@ -60,38 +55,34 @@ QUICK = {"data": DigitsData(classes=(3, 8), n_train=40, n_test=100), "seeds": 2,
          "levels": {"sparse": [3.0], "dense": [0.3]}, "steps": 200}
 
 
-def one_blas_thread():
-    """A context with one BLAS thread even when numpy was loaded before this script
-    (as in the test suite): a step's small products run about 4x slower with two
-    threads on two busy cores. ``threadpoolctl`` comes with scikit-learn."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:                        # pragma: no cover - shipped with scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+def points(spec, steps: int) -> list:
+    """The sweep points: every (optimizer, noise kind, level) as one digits config,
+    its seeds one batch (``data='digits'`` in the config; :mod:`workflows.sweep`)."""
+    data = spec["data"]
+    base = digits_config(data, MODEL.replace(n_seeds=spec["seeds"], steps=steps))
+    entries = [{"optimizer": opt, "noise": "none", "sigma_p": 0.0, **OPTIMIZERS[opt]}
+               for opt in OPTIMIZERS]
+    entries += [{"optimizer": opt, "noise": kind, "sigma_p": level, **OPTIMIZERS[opt],
+                 "d": data.replace(noise=kind).d}
+                for kind in spec["levels"] for level in spec["levels"][kind] for opt in OPTIMIZERS]
+    return expand(base, [entries], match_train_loss=TARGET_LOSS)
 
 
-def run_point(task):
-    """One (optimizer, noise kind, level): its seeds as one batch. Returns table rows."""
-    optimizer, kind, level, data, seeds, steps = task
-    config = MODEL.replace(optimizer=optimizer, n_seeds=seeds, steps=steps, **OPTIMIZERS[optimizer])
-    data = data.replace(noise=kind if level > 0 else "none", sigma_p=level)
-    start = time.perf_counter()
-    with one_blas_thread():
-        history = train_digits(data, config).history
-    seconds = time.perf_counter() - start
+def table_rows(sweep_rows) -> list[dict]:
+    """The example's table from the sweep's rows: metrics at the matched training
+    loss, or at the final step where the target was not reached."""
     rows = []
-    for r, m in enumerate(matched_metrics(history, TARGET_LOSS)):
-        reached = not math.isnan(m["matched_step"])
+    for r in sweep_rows:
+        reached = not math.isnan(r["matched_step"])
         rows.append({
-            "optimizer": optimizer, "noise": kind, "sigma_p": level,
-            "seed": int(history["seeds"][r]), "reached_target": reached,
-            "step": m["matched_step"] if reached else int(history.steps[-1]),
-            "test_accuracy": 1.0 - (m["matched_test_error"] if reached else history["test_error"][-1, r]),
-            "test_loss": m["matched_test_loss"] if reached else history["test_loss"][-1, r],
-            "final_test_accuracy": 1.0 - history["test_error"][-1, r],
-            "final_test_loss": history["test_loss"][-1, r],
-            "final_train_loss": history["train_loss"][-1, r], "seconds": seconds})
+            "optimizer": r["optimizer"], "noise": r["noise"] if r["sigma_p"] > 0 else "zero",
+            "sigma_p": r["sigma_p"], "seed": r["seed"], "reached_target": reached,
+            "step": r["matched_step"] if reached else r["steps"],
+            "test_accuracy": 1.0 - (r["matched_test_error"] if reached else r["final_test_error"]),
+            "test_loss": r["matched_test_loss"] if reached else r["final_test_loss"],
+            "final_test_accuracy": 1.0 - r["final_test_error"],
+            "final_test_loss": r["final_test_loss"],
+            "final_train_loss": r["final_train_loss"], "seconds": r["point_seconds"]})
     return rows
 
 
@@ -175,25 +166,16 @@ def main(argv=None) -> dict:
     data, seeds, steps = spec["data"], spec["seeds"], spec.get("steps", MODEL.steps)
     kinds = list(spec["levels"])
     load_digit_images()                         # fail early, in one line, without the extra
-    tasks = [(opt, "zero", 0.0, data, seeds, steps) for opt in OPTIMIZERS]
-    tasks += [(opt, kind, v, data, seeds, steps)
-              for kind in kinds for v in spec["levels"][kind] for opt in OPTIMIZERS]
+    sweep_points = points(spec, steps)
     start = time.perf_counter()
-    workers = args.workers or os.cpu_count() or 1
-    if workers > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(min(workers, len(tasks))) as pool:
-            rows = [row for rs in pool.map(run_point, tasks) for row in rs]
-    else:
-        rows = [row for t in tasks for row in run_point(t)]
-    seconds = time.perf_counter() - start
-
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out / "results.csv", table.getvalue())
+    result = run_sweep(sweep_points, out, workers=args.workers,
+                       match_train_loss=TARGET_LOSS, progress=False)
+    if result.failed:
+        raise ConfigError(next(iter(result.failed.values())))
+    rows = table_rows(result.rows)
+    seconds = time.perf_counter() - start
+    tasks = sweep_points
     band = chance_band(data.n_test, seeds)
     curves, chance = summarize(rows, kinds, band)
     title = (f"digits {data.classes[0]} vs {data.classes[1]}: n_train={data.n_train}, "

@@ -196,6 +196,24 @@ class History:
                 out[name] = a[r:r + 1]
         return History(self.config.replace(seed=int(self.arrays["seeds"][r]), n_seeds=1), out)
 
+    @classmethod
+    def concat(cls, config: SimulationConfig, parts: list["History"]) -> "History":
+        """One history of ``config`` from histories of its contiguous seed ranges, in
+        order: every array with a run axis ``R`` is concatenated along it (as the
+        schema declares), ``step`` is shared and ``wall_time`` is the slowest part's."""
+        arrays = {}
+        for f in SCHEMA:
+            values = [p.arrays[f.name] for p in parts]
+            if "R" in f.dims:
+                arrays[f.name] = np.concatenate(values, axis=f.dims.index("R"))
+            elif f.name == "wall_time":
+                arrays[f.name] = np.max(values, axis=0)
+            else:
+                arrays[f.name] = values[0]
+        history = cls(config, arrays)
+        history.check()
+        return history
+
     def check(self) -> None:
         """Raise ``ValueError`` (one line) unless every schema array is present with
         the shape and kind the config implies."""

@@ -95,3 +95,17 @@ def test_written_files_get_the_usual_permissions(history, tmp_path):
     history.save(tmp_path)
     for name in ("config.json", "history.npz"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+def test_concat_of_seed_ranges_is_the_batch(tiny_config):
+    """A batch trained as two contiguous seed ranges in two processes
+    (workflows.parallel.train_split) equals the batch trained at once, to rounding."""
+    from workflows.parallel import train_split
+
+    config = tiny_config.replace(n_seeds=5, steps=40)
+    whole = train(config).history
+    split, cpus = train_split(config, workers=2)
+    assert len(cpus) == 2
+    for name in whole.arrays:
+        if name != "wall_time":
+            np.testing.assert_allclose(split[name], whole[name], rtol=1e-12, atol=1e-15, err_msg=name)
