@@ -326,15 +326,15 @@ def signgd_direction(x: FlatState, c: np.ndarray, eta_l1: np.ndarray, eta_mu: fl
         ``S[1] = [S_ss, S_ns]`` (weights on the signal key).
     """
     (Qh, Kh), (Qs, Ks), Vh, Vs = x.QKn, x.QKs, x.Vh, x.Vs
-    DQKn, DQKs, DVh, DVs = out.QKn, out.QKs, out.Vh, out.Vs
+    stepQKn, stepQKs, stepVh, stepVs = out.QKn, out.QKs, out.Vh, out.Vs
     H = np.empty(x.QKn.shape)                         # (2, m_k, n, R) [Kh - Ks, T]
     dK, T = H[0], H[1]
     np.subtract(Kh, Ks, out=dK)
-    G = np.empty((2,) + x.QKn.shape[0:1] + Vh.shape)  # (2, 2, n, R) [gap, -gap]
-    _dot("sir,sxr->ir", dK, Qs, 0, out=G[0, 0])       # z_sn - z_ss
-    _dot("sir,sir->ir", dK, Qh, 0, out=G[0, 1])       # z_nn - z_ns
-    np.negative(G[0], out=G[1])
-    S = expit(G, out=G)                               # [[S_sn, S_nn], [S_ss, S_ns]]
+    gaps = np.empty((2,) + x.QKn.shape[0:1] + Vh.shape)   # (2, 2, n, R) [gap, -gap]
+    _dot("sir,sxr->ir", dK, Qs, 0, out=gaps[0, 0])    # z_sn - z_ss
+    _dot("sir,sir->ir", dK, Qh, 0, out=gaps[0, 1])    # z_nn - z_ns
+    np.negative(gaps[0], out=gaps[1])
+    S = expit(gaps, out=gaps)                               # [[S_sn, S_nn], [S_ss, S_ns]]
     Ssum = np.add(S[:, 0], S[:, 1])                   # (2, n, R) [S_sn + S_nn, S_ss + S_ns]
     margin = Ssum[1] * Vs
     margin += Ssum[0] * Vh                            # (n, R) c_i y_i f_i
@@ -349,23 +349,23 @@ def signgd_direction(x: FlatState, c: np.ndarray, eta_l1: np.ndarray, eta_mu: fl
     sDh = np.subtract(Vs, Vh) if clean else -c * (Vh - Vs)   # (n, R) sigma_i Dh_i
     np.multiply(Qs, Ssum[0], out=T)
     T += Qh                                           # (m_k, n, R) sign of law 4
-    np.sign(H, out=DQKn)
+    np.sign(H, out=stepQKn)
     f = np.sign(sDh)
     f *= eta_l1                                       # (n, R) eta ||xi_i||_1 sD_i
-    DQKn *= f                                         # laws 3 and 4
+    stepQKn *= f                                         # laws 3 and 4
     P *= sDh                                          # (2, n, R) weights of gQ, -gK
-    _dot("lsir,lxir->lsr", H, P[:, None], 2, out=DQKs[:, :, 0])  # [gQ, -gK] (laws 5, 6)
-    np.sign(DQKs, out=DQKs)
-    DQKs[0] *= eta_mu
-    DQKs[1] *= -eta_mu
+    _dot("lsir,lxir->lsr", H, P[:, None], 2, out=stepQKs[:, :, 0])  # [gQ, -gK] (laws 5, 6)
+    np.sign(stepQKs, out=stepQKs)
+    stepQKs[0] *= eta_mu
+    stepQKs[1] *= -eta_mu
     if clean:
         if values:
-            np.multiply(-2.0, eta_l1, out=DVh)        # law 2
-            DVs.fill(-2.0 * eta_mu)                   # law 1
+            np.multiply(-2.0, eta_l1, out=stepVh)        # law 2
+            stepVs.fill(-2.0 * eta_mu)                   # law 1
     else:
-        np.multiply(-2.0 * eta_l1, c, out=DVh)        # sign(hV_i) = sigma_i
-        np.sign(np.add.reduce(-c * abs_l * Ssum[1], axis=0), out=DVs[0])
-        DVs *= 2.0 * eta_mu
+        np.multiply(-2.0 * eta_l1, c, out=stepVh)        # sign(hV_i) = sigma_i
+        np.sign(np.add.reduce(-c * abs_l * Ssum[1], axis=0), out=stepVs[0])
+        stepVs *= 2.0 * eta_mu
     return margin, S
 
 
@@ -373,16 +373,16 @@ def _signgd_log_direction(x, c, eta_l1, eta_mu, *, clean, out):
     """:func:`signgd_direction` from :func:`gradient_signs_log` (near underflow; rare,
     so written for clarity)."""
     QKn, QKs, Vh, Vs = x[1:]
-    DQKn, DQKs, DVh, DVs = out[1:]
+    stepQKn, stepQKs, stepVh, stepVs = out[1:]
     dK = QKn[1] - QKs[1]                              # (m_k, n, R) Kh - Ks
     gap = np.stack([np.einsum("sxr,sir->ir", QKs[0], dK),      # z_sn - z_ss
                     np.einsum("sir,sir->ir", QKn[0], dK)])     # z_nn - z_ns
     S = expit(np.stack([gap, -gap]))                  # [[S_sn, S_nn], [S_ss, S_ns]]
     margin = c * (S[1].sum(0) * Vs + S[0].sum(0) * Vh)
     signs = gradient_signs_log(ScoreGaps(dK, gap, margin), QKs, QKn, Vs, Vh, c, clean=clean)
-    np.sign(signs.H, out=DQKn)
-    DQKn *= eta_l1
-    np.multiply(eta_mu, np.sign(signs.g), out=DQKs)
-    np.multiply(2.0 * eta_l1, np.sign(signs.hV), out=DVh)
-    np.multiply(2.0 * eta_mu, np.sign(signs.gV), out=DVs)
+    np.sign(signs.H, out=stepQKn)
+    stepQKn *= eta_l1
+    np.multiply(eta_mu, np.sign(signs.g), out=stepQKs)
+    np.multiply(2.0 * eta_l1, np.sign(signs.hV), out=stepVh)
+    np.multiply(2.0 * eta_mu, np.sign(signs.gV), out=stepVs)
     return margin, S
