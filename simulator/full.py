@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from .model import (LossAndGradient, fixed_noise_margins, forward_from_projections,
+from .model import (LossAndGradient, forward_from_projections, held_out_margins,
                     held_out_statistics, loss_and_gradient)
 from .optimizers import make_optimizer
 from .problem import L, TrainingProblem
@@ -76,9 +76,9 @@ class FullEngine:
         self.eta = config.eta
         self.R = problem.R
         self.test = test_columns(problem)
-        self._held_out = [self._fixed_noise_inputs(r) for r in range(self.R)]
+        self._held_out = [self._held_out_inputs(r) for r in range(self.R)]
         n_test, M, n = problem.test_y.shape[1], self.layout.M, problem.y.shape[1]
-        touched = max(t.size for _, t in self._held_out)
+        touched = max((h[1][0].size if h else problem.test_y.shape[1]) for h in self._held_out)
         # working memory of a record in a block: the touched test inputs' projections
         # (about 4 copies), the fixed ones' scores (about 8), the snapshot
         per_record = 4 * touched * L * M + 8 * L * L * n_test + 2 * n * L * M
@@ -167,43 +167,55 @@ class FullEngine:
         return np.stack([np.where(first, signal, noise),
                          np.where(first, noise, signal)], axis=2)          # (K, n, L, M)
 
-    def _fixed_noise_inputs(self, r: int):
-        """Run ``r``'s test inputs whose noise touches no trained coordinate, as the
-        signal-frame noise projections of :func:`~simulator.model.fixed_noise_margins`
-        (``None`` when the signal patch is not ``y ||mu|| e_0``, e.g. digits)."""
+    def _held_out_inputs(self, r: int):
+        """Run ``r``'s test inputs as :func:`~simulator.model.held_out_margins` needs
+        them: ``(fixed, touched)``, the inputs whose noise lies on fresh coordinates
+        (signal-frame noise projections, fixed during training) and the indices and
+        ``y_clean`` of the others, whose noise projections move with the trained
+        columns. ``None`` when the signal patch is not ``y ||mu|| e_0`` (digits)."""
         problem, lay = self.problem, self.layout
         if problem.test_signal_in_basis is not None:
-            return None, np.arange(problem.test_y.shape[1])
+            return None
         fixed = np.diff(self.test.noise[r].indptr) == 0                  # (n_test,)
-        y_clean = problem.test[r].y_clean[fixed]
-        p = y_clean[:, None] * problem.test_frozen[r][fixed]             # (n_F, M) y_c W_0 xi
+        y_clean = problem.test[r].y_clean
+        c = problem.test_y[r] * y_clean
+        p = y_clean[fixed, None] * problem.test_frozen[r][fixed]         # (n_F, M) y_c W_0 xi
         inputs = (p[None, :, lay.Q], p[None, :, lay.K],
-                  (p[:, lay.Vp].mean(-1) - p[:, lay.Vm].mean(-1))[None],
-                  (problem.test_y[r][fixed] * y_clean)[None])
-        return inputs, np.flatnonzero(~fixed)
+                  (p[:, lay.Vp].mean(-1) - p[:, lay.Vm].mean(-1))[None], c[None, fixed])
+        touched = np.flatnonzero(~fixed)
+        return inputs, (touched, y_clean[touched], c[touched], self.test.noise[r][touched])
 
     def held_out_metrics(self, snaps: np.ndarray) -> dict[str, np.ndarray]:
         """Test loss, error and margin statistics ``(K, R)`` of ``K`` snapshots
-        ``(K, R, M, C)``. Test inputs whose noise lies on fresh coordinates go through
-        :func:`~simulator.model.fixed_noise_margins` (their noise projections are fixed;
-        the signal quantities come from column 0 of the snapshot); the others through
-        their full projections."""
+        ``(K, R, M, C)``, through :func:`~simulator.model.held_out_margins`: the signal
+        quantities come from column 0 of the snapshot; noise projections are fixed
+        for inputs on fresh coordinates and ``W_0 xi`` plus the trained columns'
+        part for the others. Digits (a general signal patch) go through the inputs'
+        full projections."""
         K, R = snaps.shape[:2]
         lay, mu = self.layout, self.config.mu_norm
         out = {}
         for r in range(R):
-            fixed, touched = self._held_out[r]
-            parts = []
-            if fixed is not None:
-                w0 = snaps[:, r, :, 0]                                   # (K, M) column 0 = mu / ||mu||
-                Vs = mu * (w0[:, lay.Vp].mean(-1) - w0[:, lay.Vm].mean(-1))
-                parts.append(fixed_noise_margins(mu * w0[:, None, lay.Q], mu * w0[:, None, lay.K],
-                                                 Vs[:, None], *fixed)[:, 0])
-            if touched.size:
-                proj = self.held_out_projections(snaps, r, touched)
-                parts.append(self.problem.test_y[r][touched]
-                             * forward_from_projections(proj, self.layout).f)
-            for name, value in held_out_statistics(np.concatenate(parts, axis=-1)).items():
+            if self._held_out[r] is None:                                # digits
+                proj = self.held_out_projections(snaps, r)
+                margin = self.problem.test_y[r] * forward_from_projections(proj, lay).f
+            else:
+                fixed, (touched, y_clean, c, noise) = self._held_out[r]
+                w0 = snaps[:, r, None, :, 0]                             # (K, 1, M): W e_0
+                Qs, Ks = mu * w0[..., lay.Q], mu * w0[..., lay.K]
+                Vs = mu * (w0[..., lay.Vp].mean(-1) - w0[..., lay.Vm].mean(-1))   # (K, 1)
+                parts = [held_out_margins(Qs, Ks, Vs, *fixed)]
+                if touched.size:
+                    M, C = snaps.shape[2:]
+                    Wc = snaps[:, r].transpose(2, 0, 1).reshape(C, K * M)          # (C, K M)
+                    pn = (noise @ Wc).reshape(-1, K, M).swapaxes(0, 1)            # (K, n_T, M)
+                    pn += self.problem.test_frozen[r][touched]
+                    pn *= y_clean[:, None]                                         # signal frame
+                    un = pn[..., lay.Vp].mean(-1) - pn[..., lay.Vm].mean(-1)
+                    parts.append(held_out_margins(Qs, Ks, Vs, pn[:, None, :, lay.Q],
+                                                  pn[:, None, :, lay.K], un[:, None], c[None]))
+                margin = np.concatenate(parts, axis=-1)[:, 0]                      # (K, n_test)
+            for name, value in held_out_statistics(margin).items():
                 out.setdefault(name, np.empty((K, R)))[:, r] = value
         return out
 

@@ -125,27 +125,33 @@ def attend(q: np.ndarray, k: np.ndarray, u: np.ndarray) -> Attention:
     return Attention(q=q, k=k, u=u, S=S, f=f)
 
 
-def fixed_noise_margins(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray, qn: np.ndarray,
-                        kn: np.ndarray, un: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Margins ``y f`` of held-out inputs at ``K`` states, for inputs whose noise patch
-    has fixed projections (its coordinates keep their initial weights).
+def held_out_margins(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray, qn: np.ndarray,
+                     kn: np.ndarray, un: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Margins ``y f`` of held-out inputs at ``K`` states, from the signal quantities and
+    the inputs' noise projections.
 
     In the signal frame (input times ``y_clean``, label ``c = y y_clean``) the signal
     patch is ``mu``, so its projections are the signal quantities ``Qs, Ks`` (K, R, m_k)
-    and ``Vs`` (K, R); the noise patch's are ``qn, kn`` (R, n, m_k) and ``un`` (R, n)
-    (times ``y_clean``). The scores of :func:`attend` are then bilinear in them::
+    and ``Vs`` (K, R); the noise patch's are ``qn, kn`` and ``un`` (times ``y_clean``),
+    either fixed, ``(R, n, m_k)`` and ``(R, n)`` (coordinates that keep their initial
+    weights), or per state, ``(K, R, n, m_k)`` and ``(K, R, n)``. The scores of
+    :func:`attend` are then bilinear in them::
 
         z_ss = <Qs, Ks>,  z_sn = <Qs, kn_j>,  z_ns = <qn_j, Ks>,  z_nn = <qn_j, kn_j>
 
     and the output is :func:`output`'s. Returns (K, R, n).
     """
     K, R = Vs.shape
-    n = qn.shape[1]
+    n = qn.shape[-2]
     z = np.empty((K, R, n, 2, 2))
     z[..., 0, 0] = np.einsum("krm,krm->kr", Qs, Ks)[..., None]
-    z[..., 0, 1] = np.matmul(Qs[:, :, None, :], kn.swapaxes(-1, -2))[:, :, 0]   # (K, R, n)
-    z[..., 1, 0] = np.matmul(Ks[:, :, None, :], qn.swapaxes(-1, -2))[:, :, 0]
-    z[..., 1, 1] = np.einsum("rjm,rjm->rj", qn, kn)
+    if qn.ndim == 3:                                          # fixed: one product per state
+        z[..., 0, 1] = np.matmul(Qs[:, :, None, :], kn.swapaxes(-1, -2))[:, :, 0]   # (K, R, n)
+        z[..., 1, 0] = np.matmul(Ks[:, :, None, :], qn.swapaxes(-1, -2))[:, :, 0]
+    else:
+        z[..., 0, 1] = np.einsum("krm,krjm->krj", Qs, kn)
+        z[..., 1, 0] = np.einsum("krm,krjm->krj", Ks, qn)
+    z[..., 1, 1] = np.einsum("...jm,...jm->...j", qn, kn)
     u = np.empty((K, R, n, 2))
     u[..., 0] = Vs[..., None]
     u[..., 1] = un

@@ -74,7 +74,7 @@ from scipy.special import expit
 from .config import ConfigError, SimulationConfig
 from .data import DATA_STREAM, TEST_STREAM, draw_training_set
 from .initialization import initial_weights
-from .model import Layout, fixed_noise_margins, held_out_statistics
+from .model import Layout, held_out_margins, held_out_statistics
 from .optimizers import make_optimizer
 from .reduced_dynamics import (Magnitudes, evaluate, flat_state, gradient, lift,
                                signgd_direction, state_size)
@@ -352,10 +352,10 @@ class ReducedEngine:
 
     def held_out_metrics(self, QKs: np.ndarray, Vs: np.ndarray) -> dict[str, np.ndarray]:
         """Test metrics ``(K, R)`` at ``K`` states ``[Qs, Ks]`` (K, 2 m_k, R), ``Vs`` (K, R):
-        the model on test inputs on fresh supports (:func:`~simulator.model.fixed_noise_margins`)."""
+        the model on test inputs on fresh supports (:func:`~simulator.model.held_out_margins`)."""
         test, m_k = self.batch.test, self.m_k
         state = QKs.transpose(0, 2, 1)                                   # (K, R, 2 m_k)
-        margin = fixed_noise_margins(
+        margin = held_out_margins(
             state[..., :m_k], state[..., m_k:], Vs,
             test.y_clean * test.q, test.y_clean * test.k, (test.y_clean * test.u)[..., 0],
             (test.y * test.y_clean)[..., 0])                             # (K, R, n_test)
