@@ -579,19 +579,22 @@ _SIZES = ("n_test", "d", "n", "s", "m_k", "m_v", "n_seeds", "steps")
 
 
 def dominant_field(config: SimulationConfig) -> str:
-    """The size whose halving lowers :func:`estimated_bytes` the most; of those within
-    1% of the best, the one furthest above its default."""
+    """The size to lower: of the sizes raised above their default whose halving
+    lowers :func:`estimated_bytes` by a quarter or more (else of all sizes), the one
+    whose halving lowers it most; of those within 1% of it, the one furthest above
+    its default."""
     total = estimated_bytes(config)
     defaults = SimulationConfig()
-    gains = {}
+    growth, gains = {}, {}
     for name in _SIZES:
         value = getattr(config, name)
+        growth[name] = value / getattr(defaults, name)
         half = copy.copy(config)                       # not validated: only the formula reads it
         object.__setattr__(half, name, max(value // 2, _RULES[name][1]))
         gains[name] = 1.0 - estimated_bytes(half) / total if total else 0.0
-    best = max(gains.values())
-    near = [name for name in _SIZES if gains[name] >= best - 0.01]
-    return max(near, key=lambda name: getattr(config, name) / getattr(defaults, name))
+    pool = [name for name in _SIZES if growth[name] > 1 and gains[name] >= 0.25] or list(_SIZES)
+    best = max(gains[name] for name in pool)
+    return max((name for name in pool if gains[name] >= best - 0.01), key=growth.get)
 
 
 def check_memory(config: SimulationConfig, *, limit: int | None = None) -> int:
