@@ -176,7 +176,7 @@ class SimulationConfig:
     @classmethod
     def from_json(cls, text: str) -> "SimulationConfig":
         try:
-            data = json.loads(text, parse_int=_parse_json_int)
+            data = json.loads(text, parse_int=parse_integer)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config is not valid JSON: {exc}") from None
         except RecursionError:                    # [[[[...]]]] deeper than the stack
@@ -281,13 +281,11 @@ def parse_integer(text: str):
         raise
 
 
-_parse_json_int = parse_integer
-
 
 def _too_deep_field(text: str) -> str | None:
     """The top-level key of a config JSON object whose value is nested too deeply to
     decode (``None`` when it cannot be told)."""
-    decoder = json.JSONDecoder(parse_int=_parse_json_int)
+    decoder = json.JSONDecoder(parse_int=parse_integer)
     space = re.compile(r"\s*")
     try:
         i = space.match(text, 0).end()
