@@ -31,6 +31,7 @@ the engines before they allocate anything, refuses one that exceeds
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -197,7 +198,7 @@ class SimulationConfig:
     @classmethod
     def from_json(cls, text: str) -> "SimulationConfig":
         try:
-            data = json.loads(text, parse_int=_parse_json_int)
+            data = json.loads(text, parse_int=parse_integer)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config is not valid JSON: {exc}") from None
         except RecursionError:                    # [[[[...]]]] deeper than the stack
@@ -350,13 +351,11 @@ def parse_integer(text: str):
         raise
 
 
-_parse_json_int = parse_integer
-
 
 def _too_deep_field(text: str) -> str | None:
     """The top-level key of a config JSON object whose value is nested too deeply to
     decode (``None`` when it cannot be told)."""
-    decoder = json.JSONDecoder(parse_int=_parse_json_int)
+    decoder = json.JSONDecoder(parse_int=parse_integer)
     space = re.compile(r"\s*")
     try:
         i = space.match(text, 0).end()
@@ -533,13 +532,12 @@ def recorded_steps(config: SimulationConfig) -> int:
     return config.steps // k + 1 + (1 if config.steps % k else 0)
 
 
-def memory_terms(config: SimulationConfig) -> dict[str, tuple[int, tuple[str, ...]]]:
-    """The terms of :func:`estimated_bytes`: ``name -> (bytes, fields it grows with)``."""
+def memory_terms(config: SimulationConfig) -> dict[str, int]:
+    """The terms of :func:`estimated_bytes`, in bytes, by name."""
     R, n, s, d, n_test = config.n_seeds, config.n, config.s, config.d, config.n_test
     M, L, T = config.n_weight_rows, 2, recorded_steps(config)
     mkn = config.m_k * n
-    history = 8 * 2 * (T * (R * _history_floats(config) + 2) + R * (9 * n + 2))
-    terms = {"history": (history, ("steps", "n_seeds", "n", "m_k"))}
+    terms = {"history": 8 * 2 * (T * (R * _history_floats(config) + 2) + R * (9 * n + 2))}
     if config.engine == "reduced":
         from .reduced import chunk_size   # noqa: PLC0415 (the engine's own chunking)
 
@@ -548,29 +546,24 @@ def memory_terms(config: SimulationConfig) -> dict[str, tuple[int, tuple[str, ..
         if config.optimizer != "signgd":
             per_run += 10 * mkn + 3 * s_x * mkn
         init = 5 * M * (1 + n * s_x) if config.reduced_init == "data" else 0
-        terms["working"] = (8 * (chunk_size(config) * per_run + init + (2 * config.m_k + 1) * n_test),
-                            ("n_test", "n", "m_k", "s"))
-        terms["state"] = (8 * 2 * R * (2 * mkn + 2 * config.m_k + 8 * n + 1),
-                          ("n_seeds", "n", "m_k"))
+        terms["working"] = 8 * (chunk_size(config) * per_run + init + (2 * config.m_k + 1) * n_test)
+        terms["state"] = 8 * 2 * R * (2 * mkn + 2 * config.m_k + 8 * n + 1)
         return terms
     s_x = {"sparse": s, "dense": d - 1, "none": 0}[config.noise]
     whole = config.coordinates == "all" or config.noise == "dense"
     D = d if whole else min(d, 1 + n * s_x)
-    by_D = ("d",) if whole else ("n", "s")
     dense_part = config.noise == "dense"               # every column is shared: Wd, Gd are (R, M, D)
     stateful = config.optimizer != "signgd"
     # supports and values of every run's sets; the test noise inside the basis (all of
     # it when D = d) as CSR, built from a few index arrays; else W_0 on the fresh test
     # coordinates, drawn for one run at a time
     split = 12 * R * s_x * n_test + 44 * s_x * n_test if whole else 24 * M * s_x * n_test
-    terms["data"] = (16 * R * s_x * (n + n_test) + split,
-                     ("n_seeds", "n_test", "n") + (("d",) if config.noise == "dense" else ("s",)))
-    terms["inputs"] = (R * n * L * D * (9 + 8 * dense_part), ("n_seeds", "n") + by_D)
-    terms["weights"] = (8 * M * D * (R * (2 + 2 * dense_part + 5 * stateful * dense_part) + 5),
-                        ("n_seeds", "m_k", "m_v") + by_D)
+    terms["data"] = 16 * R * s_x * (n + n_test) + split
+    terms["inputs"] = R * n * L * D * (9 + 8 * dense_part)
+    terms["weights"] = 8 * M * D * (R * (2 + 2 * dense_part + 5 * stateful * dense_part) + 5)
     s_b = s if config.noise == "sparse" else 0
-    terms["blocks"] = (8 * R * n * s_b * M * (2 + 5 * stateful), ("n_seeds", "n", "s", "m_k", "m_v"))
-    terms["test"] = (8 * R * n_test * M * (1 + 3 * L), ("n_seeds", "n_test", "m_k", "m_v"))
+    terms["blocks"] = 8 * R * n * s_b * M * (2 + 5 * stateful)
+    terms["test"] = 8 * R * n_test * M * (1 + 3 * L)
     return terms
 
 
@@ -610,7 +603,7 @@ def estimated_bytes(config: SimulationConfig) -> int:
     The estimate is meant to be an upper bound within a small factor; it ignores
     Python's and NumPy's fixed overheads (tens of MB).
     """
-    return sum(b for b, _ in memory_terms(config).values())
+    return sum(memory_terms(config).values())
 
 
 def _physical_memory() -> int | None:
@@ -680,13 +673,35 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} {unit}" if n < 9.95 and unit != "B" else f"{n:.0f} {unit}"
 
 
+_SIZES = ("n_test", "d", "n", "s", "m_k", "m_v", "n_seeds", "steps")
+"""Fields :func:`check_memory` may name, most specific first (the first wins a tie)."""
+
+
+def dominant_field(config: SimulationConfig) -> str:
+    """The size to lower: of the sizes raised above their default whose halving
+    lowers :func:`estimated_bytes` by a quarter or more (else of all sizes), the one
+    whose halving lowers it most; of those within 1% of it, the one furthest above
+    its default."""
+    total = estimated_bytes(config)
+    defaults = SimulationConfig()
+    growth, gains = {}, {}
+    for name in _SIZES:
+        value = getattr(config, name)
+        growth[name] = value / getattr(defaults, name)
+        half = copy.copy(config)                       # not validated: only the formula reads it
+        object.__setattr__(half, name, max(value // 2, _RULES[name][1]))
+        gains[name] = 1.0 - estimated_bytes(half) / total if total else 0.0
+    pool = [name for name in _SIZES if growth[name] > 1 and gains[name] >= 0.25] or list(_SIZES)
+    best = max(gains[name] for name in pool)
+    return max((name for name in pool if gains[name] >= best - 0.01), key=growth.get)
+
+
 def check_memory(config: SimulationConfig, *, limit: int | None = None) -> int:
     """Refuse a config whose :func:`estimated_bytes` exceeds ``limit`` (default:
     :func:`memory_limit`); returns the estimate.
 
-    The message names the field that dominates: the field of the largest term whose
-    value is the largest multiple of its default, e.g.
-    ``n_test=100000000 needs about 216 GB of memory (limit 20 GB); lower n_test``.
+    The message names the :func:`dominant_field`, e.g.
+    ``n_test=100000000 needs about 2.2 TB of memory (limit 20 GB); lower n_test``.
 
     Raises
     ------
@@ -694,22 +709,15 @@ def check_memory(config: SimulationConfig, *, limit: int | None = None) -> int:
         When the estimate exceeds the limit.
     """
     terms = memory_terms(config)
-    total = sum(b for b, _ in terms.values())
+    total = sum(terms.values())
     limit = memory_limit() if limit is None else limit
     if limit is None or total <= limit:
         return total
-    term, (_, names) = max(terms.items(), key=lambda item: item[1][0])
-    defaults = SimulationConfig()
-
-    def growth(name: str) -> float:
-        return getattr(config, name) / getattr(defaults, name)
-
-    field = max(names, key=growth)            # first of the largest: names are in order
-    also = []
-    if term == "history":
-        also.append("raise record_every")
+    field = dominant_field(config)
+    hint = [f"lower {field}"]
+    if max(terms, key=terms.get) == "history":
+        hint.append("raise record_every")
     if field == "d" and config.coordinates == "all":
-        also.append("use coordinates='active'")
-    hint = " or ".join([f"lower {field}"] + also)
+        hint.append("use coordinates='active'")
     raise ConfigError(f"{field}={getattr(config, field)} needs about {format_bytes(total)} of memory "
-                      f"(limit {format_bytes(limit)}); {hint}")
+                      f"(limit {format_bytes(limit)}); {' or '.join(hint)}")

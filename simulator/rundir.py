@@ -445,6 +445,15 @@ def _cleanup(parent: Path) -> None:
                 _remove(p)
 
 
+def _swapping(path: Path) -> bool:
+    """Whether a writer has moved the run at ``path`` aside and not yet put the new one in."""
+    prefix = f".{path.name}.old-"
+    try:
+        return any(n.startswith(prefix) and _SIBLING.match(n) for n in os.listdir(path.parent))
+    except OSError:
+        return False
+
+
 def _recover(path: Path) -> None:
     """A reader's part of :func:`_cleanup`: restore ``path`` if a killed swap left it
     missing."""
@@ -503,8 +512,12 @@ class _Dir:
         self.path = path
         self.fd = None
         if os.open in os.supports_dir_fd:
-            with contextlib.suppress(OSError):
+            try:
                 self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            except NotADirectoryError:
+                raise RunDirError(f"{path} is not a run directory: it is not a directory") from None
+        elif not os.path.isdir(path):
+            raise FileNotFoundError(path)
 
     def open(self, name: str) -> BinaryIO:
         if self.fd is None:
@@ -530,11 +543,16 @@ def _open_dir(path: str | os.PathLike, recover: bool = True) -> _Dir:
     path = Path(os.path.abspath(path))
     if recover:
         _recover(path)
-    if not path.exists():
-        raise RunDirError(f"{path} is not a run directory: it does not exist")
-    if not path.is_dir():
-        raise RunDirError(f"{path} is not a run directory: it is not a directory")
-    return _Dir(path)
+    for _ in range(400):
+        try:
+            if not os.path.isdir(path) and os.path.lexists(path):
+                raise RunDirError(f"{path} is not a run directory: it is not a directory")
+            return _Dir(path)
+        except FileNotFoundError:
+            if not (recover and _swapping(path)):      # a live writer between its renames: wait
+                break
+            time.sleep(0.005)
+    raise RunDirError(f"{path} is not a run directory: it does not exist")
 
 
 def _manifest_of(d: _Dir) -> Manifest:
@@ -623,7 +641,8 @@ def read_run_dir(path: str | os.PathLike, names=None) -> tuple[Manifest, dict[st
 
 
 def _read(path, names, keep: bool):
-    for attempt in range(3):
+    attempts = 5
+    for attempt in range(attempts):
         d = _open_dir(path)
         try:
             manifest = _manifest_of(d)
@@ -634,7 +653,7 @@ def _read(path, names, keep: bool):
             out = {name: _check_file(d, name, manifest.files[name], keep) for name in wanted}
             return manifest, (out if keep else {})
         except RunDirError:
-            if attempt < 2 and d.replaced():                 # swapped while read: again
+            if attempt < attempts - 1 and d.replaced():      # swapped while read: again
                 continue
             raise
         finally:

@@ -207,6 +207,8 @@ def test_estimated_bytes_grows_with_each_size():
                          r"lower steps or raise record_every$"),
     (dict(n_seeds=10**6), r"^n_seeds=1000000 needs about 17 TB .*; lower n_seeds or raise record_every$"),
     (dict(engine="reduced", n_test=10**9), r"^n_test=1000000000 needs about 376 GB .*; lower n_test$"),
+    (dict(m_v=10**8), r"^m_v=100000000 needs about 56 TB .*; lower m_v$"),
+    (dict(n=10**4, s=1000, d=10**9), r"^n=10000 needs about 1\.8 TB .*; lower n$"),
 ])
 def test_check_memory_names_the_dominant_field(changes, match):
     from simulator.config import check_memory

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import sys
 import time
 import warnings
@@ -24,7 +25,8 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
+    def error(self, message):  # one line, no usage dump, long values cut
+        message = re.sub(r"'([^'\n]{57})[^'\n]{4,}'", r"'\1...'", " ".join(message.split()))
         raise UsageError(f"{self.prog}: error: {message}")
 
 
