@@ -192,6 +192,18 @@ class SimulationConfig:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
         return cls(**data)
 
+    def changes(self) -> dict[str, Any]:
+        """The fields that differ from the defaults (what names a run: adding a field
+        at its default renames nothing)."""
+        default = SimulationConfig()
+        return {k: v for k, v in self.to_dict().items() if getattr(default, k) != v}
+
+    def digest(self) -> str:
+        """A short hash of :meth:`changes`: stable when a field is added at its default."""
+        import hashlib
+
+        return hashlib.sha256(json.dumps(self.changes(), sort_keys=True).encode()).hexdigest()[:8]
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 

@@ -134,3 +134,28 @@ def test_non_finite_run_exits_1_with_one_line(tmp_path, monkeypatch, capsys):
     assert main(["run", *SMALL, "--sigma-0", "1e200", "--out", "r", "--quiet"]) == 1
     assert_one_line_usage_error(capsys.readouterr().err, "non-finite output at step 0")
     assert not (tmp_path / "r").exists()
+
+
+def test_run_and_sweep_names_do_not_change_when_a_field_is_added_at_its_default():
+    """Names hash only the fields that differ from the defaults, so a field at its
+    default never enters a name: adding a new field (at its default) renames no run
+    directory and recomputes no sweep point. Changing any value still renames."""
+    import hashlib
+    import json
+    from dataclasses import fields
+
+    from workflows.sweep import point_key
+
+    cfg = SimulationConfig(eta=1e-4, n_seeds=3)
+    assert cfg.changes() == {"eta": 1e-4, "n_seeds": 3}
+    assert cfg.digest() == hashlib.sha256(json.dumps({"eta": 1e-4, "n_seeds": 3},
+                                                     sort_keys=True).encode()).hexdigest()[:8]
+    assert default_run_dir(cfg).name.endswith(cfg.digest())
+    key = point_key(cfg, None)
+    default = SimulationConfig()
+    for f in fields(SimulationConfig):
+        if f.name not in ("eta", "n_seeds"):      # each field set explicitly to its default
+            same = cfg.replace(**{f.name: getattr(default, f.name)})
+            assert (default_run_dir(same), point_key(same, None)) == (default_run_dir(cfg), key), f.name
+    assert default_run_dir(cfg.replace(eta=2e-4)) != default_run_dir(cfg)
+    assert point_key(cfg.replace(seed=5), None) != key

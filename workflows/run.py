@@ -9,7 +9,6 @@ with status 2 and a one-line error, never a traceback.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import sys
 import time
@@ -78,8 +77,7 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
 
 
 def default_run_dir(config: SimulationConfig) -> Path:
-    digest = hashlib.sha256(config.to_json().encode()).hexdigest()[:8]
-    return Path("runs") / f"{config.engine}-{config.optimizer}-seed{config.seed}-{digest}"
+    return Path("runs") / f"{config.engine}-{config.optimizer}-seed{config.seed}-{config.digest()}"
 
 
 def _summary(history, seconds: float) -> str:

@@ -147,7 +147,8 @@ class Point:
 
 def point_key(config: SimulationConfig, match_train_loss: float | None) -> str:
     """Hash of everything that decides a point's rows."""
-    payload = json.dumps({"config": config.to_dict(), "match_train_loss": match_train_loss},
+    # the fields that differ from the defaults: a field added at its default keeps every key
+    payload = json.dumps({"config": config.changes(), "match_train_loss": match_train_loss},
                          sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -342,6 +343,10 @@ def write_table(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+#: Columns that are text even when they look like numbers (a point's hash, its label).
+TEXT_COLUMNS = ("point", "label")
+
+
 def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of a results CSV with numbers parsed back (``repr`` round-trips exactly)."""
     def convert(text: str) -> Any:
@@ -353,7 +358,8 @@ def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
         return {"True": True, "False": False}.get(text, text)
 
     with open(path, newline="", encoding="utf-8") as fh:
-        return [{k: convert(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        return [{k: v if k in TEXT_COLUMNS else convert(v) for k, v in row.items()}
+                for row in csv.DictReader(fh)]
 
 
 class _Executor:
