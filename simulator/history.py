@@ -229,28 +229,54 @@ class History:
             if a.dtype.kind not in "iuf" or (f.dtype.startswith("int") and a.dtype.kind == "f"):
                 raise ValueError(f"history array {f.name} has dtype {a.dtype}, expected {f.dtype}")
 
-    def save(self, run_dir: str | os.PathLike) -> Path:
-        """Write ``config.json`` and ``history.npz`` into ``run_dir`` atomically."""
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.config.save(run_dir / CONFIG_FILE)
-        atomic_write_with(run_dir / HISTORY_FILE,
-                          lambda fh: np.savez_compressed(fh, **self.arrays))
-        return run_dir
+    def save(self, run_dir: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Write the run directory as a whole (:func:`simulator.rundir.write_run_dir`):
+        ``config.json``, ``history.npz`` and the ``extra`` files (name -> bytes or a
+        writer), with a manifest of sizes and hashes written last; a reader sees the
+        earlier run or this one, never a mix, and no file of an earlier run remains."""
+        from .rundir import write_run_dir
+
+        arrays = self.arrays
+        files = {CONFIG_FILE: self.config.to_json() + "\n",
+                 HISTORY_FILE: lambda fh: np.savez_compressed(fh, **arrays), **(extra or {})}
+        write_run_dir(run_dir, files, config=self.config)
+        return Path(run_dir)
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> "History":
-        """Read a run directory written by :meth:`save` (no pickle), checked against
-        the schema."""
+        """Read a run directory written by :meth:`save` (no pickle), checked: the files
+        against the manifest (size, SHA-256), the arrays against the schema (names,
+        shapes the config implies, dtypes) and for finiteness. A directory without a
+        manifest (written before manifests existed) is read without the file checks."""
+        from .rundir import MissingManifestError, RunDirError, read_run_dir
+
         run_dir = Path(run_dir)
-        for name in (CONFIG_FILE, HISTORY_FILE):
-            if not (run_dir / name).is_file():
-                raise FileNotFoundError(f"{run_dir} is not a run directory: {name} is missing")
-        config = SimulationConfig.load(run_dir / CONFIG_FILE)
-        with np.load(run_dir / HISTORY_FILE, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"{run_dir} is not a run directory")
+        try:
+            _, raw = read_run_dir(run_dir, [CONFIG_FILE, HISTORY_FILE])
+        except MissingManifestError:
+            raw = {}
+            for name in (CONFIG_FILE, HISTORY_FILE):
+                if not (run_dir / name).is_file():
+                    raise FileNotFoundError(f"{run_dir} is not a run directory: {name} is missing") from None
+                raw[name] = (run_dir / name).read_bytes()
+        try:
+            config = SimulationConfig.from_json(raw[CONFIG_FILE].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise RunDirError(f"{run_dir / CONFIG_FILE} is not UTF-8 text") from None
+        try:
+            with np.load(io.BytesIO(raw[HISTORY_FILE]), allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except Exception as exc:                    # zip, npy header, pickle refusal
+            raise RunDirError(f"{run_dir / HISTORY_FILE} is not a readable .npz file "
+                              f"({type(exc).__name__}: {exc})".splitlines()[0]) from None
         history = cls(config, arrays)
         history.check()
+        for f in SCHEMA:
+            a = arrays[f.name]
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise RunDirError(f"{run_dir / HISTORY_FILE}: {f.name} holds non-finite values")
         return history
 
     def to_bytes(self) -> bytes:

@@ -12,8 +12,14 @@ from .io import atomic_write_with
 
 
 def save_training_figure(history: History, path: str | os.PathLike) -> None:
-    """Four panels: train/test loss; value signal and noise; query/key noise of a
-    few pairs; softmax outputs ``s_{i,11}``, ``s_{i,21}`` (log scale)."""
+    """Write :func:`training_figure_png` to ``path`` atomically."""
+    atomic_write_with(path, lambda fh: fh.write(training_figure_png(history)))
+
+
+def training_figure_png(history: History) -> bytes:
+    """The PNG bytes of four panels: train/test loss; value signal and noise;
+    query/key noise of a few pairs; softmax outputs ``s_{i,11}``, ``s_{i,21}`` (log scale)."""
+    import io
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -56,5 +62,7 @@ def save_training_figure(history: History, path: str | os.PathLike) -> None:
     a.legend()
     fig.suptitle(f"{cfg.optimizer}: d={cfg.d}, n={cfg.n}, s={cfg.s}, sigma_p={cfg.sigma_p:g}, "
                  f"||mu||={cfg.mu_norm:g}, sigma_0={cfg.sigma_0:g}, eta={cfg.eta:g}, seed={cfg.seed}")
-    atomic_write_with(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
+    return buf.getvalue()

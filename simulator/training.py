@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import SimulationConfig, check_memory
-from .history import History, Recorder
+from .history import History, Recorder, nonfinite_hint
 from .model import logistic_loss, loss_derivative
 from .progress import Progress
 
@@ -82,7 +82,7 @@ def run_loop(engine, config: SimulationConfig, recorder: Recorder, rs: slice,
         ev = engine.evaluate(params)
         margin = ev.margin                                           # (R, n)
         if not np.abs(margin).max(initial=0.0) <= 700.0:             # non-finite, or l' near 0
-            _check_margins(t, margin, underflow, seeds)
+            _check_margins(t, margin, underflow, seeds, config)
         if k < rec_steps.size and rec_steps[k] == t:
             pending.append((k, engine.snapshot(params, ev)))
             if len(pending) >= engine.block or t == config.steps:
@@ -106,14 +106,14 @@ def _flush(engine, recorder: Recorder, rs: slice, pending: list) -> None:
     pending.clear()
 
 
-def _check_margins(t: int, margin: np.ndarray, underflow: np.ndarray, seeds) -> None:
+def _check_margins(t: int, margin: np.ndarray, underflow: np.ndarray, seeds, config) -> None:
     """Raise on a non-finite margin; note the first step at which ``l'`` is 0."""
     bad = ~np.isfinite(margin)
     if bad.any():
         r, i = np.argwhere(bad)[0]
         raise NonFiniteError(
             f"non-finite output at step {t} (run seed {int(seeds[r])}, sample {i}): "
-            f"margin = {float(margin[r, i])}; lower eta or sigma_0")
+            f"margin = {float(margin[r, i])}; {nonfinite_hint(config)}")
     newly = (loss_derivative(margin) == 0.0) & (underflow < 0)
     underflow[newly] = t
 

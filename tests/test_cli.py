@@ -69,7 +69,7 @@ def test_bad_config_file_returns_2(tmp_path, monkeypatch, capsys):
 
 
 def check_run_dir(out, expected):
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.npz", "training.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.npz", "manifest.json", "training.png"]
     assert SimulationConfig.load(out / "config.json") == expected
     with np.load(out / "history.npz", allow_pickle=False) as data:
         assert data["train_loss"].shape == (expected.steps + 1, expected.n_seeds)

@@ -34,7 +34,7 @@ def test_history_has_the_documented_arrays_and_shapes(history):
 
 def test_save_load_round_trip_is_exact(history, tmp_path):
     out = history.save(tmp_path / "run")
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.npz", "manifest.json"]
     loaded = History.load(out)
     assert loaded.config == history.config
     assert set(loaded.arrays) == set(history.arrays)
@@ -49,7 +49,7 @@ def test_save_load_round_trip_is_exact(history, tmp_path):
 def test_save_overwrites_and_leaves_no_temporary_files(history, tmp_path):
     history.save(tmp_path)
     history.save(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "history.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "history.npz", "manifest.json"]
 
 
 def test_failed_write_leaves_old_file_and_no_temporary(tmp_path):

@@ -9,6 +9,7 @@ with status 2 and a one-line error, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -97,19 +98,30 @@ def _summary(history, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` the run could not be written to (before any training)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {parent} is not writable")
+    if out.is_dir() and any(out.iterdir()) and not any(
+            (out / name).exists() for name in ("manifest.json", "config.json")):
+        raise UsageError(f"--out {out}: a non-empty directory that is not a run directory; "
+                         "choose another --out")
+
+
 def command_run(args: argparse.Namespace) -> int:
     from simulator import run as run_config
-    from simulator.plotting import save_training_figure
+    from simulator.plotting import training_figure_png
 
     config = config_from_args(args)
     out = Path(args.out) if args.out else default_run_dir(config)
-    if out.exists() and not out.is_dir():   # fail before training, not after
-        raise UsageError(f"--out {out}: exists and is not a directory")
+    _check_out(out)                         # fail before training, not after
     start = time.perf_counter()
     history = run_config(config, progress=not args.quiet)
     seconds = time.perf_counter() - start
-    history.save(out)
-    save_training_figure(history, out / "training.png")
+    history.save(out, extra={"training.png": training_figure_png(history)})
     print(_summary(history, seconds))
     print(f"saved {out}/config.json, history.npz, training.png")
     if not args.no_report:
@@ -150,7 +162,10 @@ def _main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         msg = str(exc)
         print(msg if msg.startswith(parser.prog) else f"{parser.prog}: error: {msg}", file=sys.stderr)
         return 2
-    except (FloatingPointError, OSError) as exc:  # NonFiniteError; cannot write the run
+    except (FloatingPointError, ValueError) as exc:   # NonFiniteError: inputs beyond float64
+        print(f"{parser.prog}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except OSError as exc:                             # cannot write the run
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
