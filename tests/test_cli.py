@@ -129,9 +129,10 @@ def test_out_that_is_a_file_fails_before_training(tmp_path, monkeypatch, capsys)
     assert_one_line_usage_error(err, "--out taken: exists and is not a directory")
 
 
-def test_non_finite_run_exits_1_with_one_line(tmp_path, monkeypatch, capsys):
+def test_non_finite_run_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
+    # inputs beyond what float64 outputs can hold are bad input: one line, exit 2
     monkeypatch.chdir(tmp_path)
-    assert main(["run", *SMALL, "--sigma-0", "1e200", "--out", "r", "--quiet"]) == 1
+    assert main(["run", *SMALL, "--sigma-0", "1e200", "--out", "r", "--quiet"]) == 2
     assert_one_line_usage_error(capsys.readouterr().err, "non-finite output at step 0")
     assert not (tmp_path / "r").exists()
 
