@@ -73,7 +73,8 @@ def save_stages_figure(history: History, path: str | os.PathLike, *, neuron: int
         color_step = times["T2"] if np.isfinite(times["T2"]) else step[-1]
     kc = int(np.clip(np.searchsorted(step, color_step), 0, step.size - 1))
 
-    fig, ax = plt.subplots(2, 2, figsize=(11, 7.8), constrained_layout=True)
+    fig, ax = plt.subplots(2, 2, figsize=(11, 7.8))   # fixed margins: constrained layout costs ~0.7 s
+    fig.subplots_adjust(left=0.07, right=0.93, bottom=0.07, top=0.91, wspace=0.25, hspace=0.32)
     # (a) key noise, first steps
     a = ax[0, 0]
     Kn = q.Kn[:, 0, neuron]                                       # (T, n)
@@ -140,7 +141,8 @@ def save_loss_figure(history: History, path: str | os.PathLike) -> None:
     h = history.run(0) if history.n_runs > 1 else history
     st = detect_stages(quantities(h))
     step = h.steps
-    fig, a = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
+    fig, a = plt.subplots(figsize=(7, 4.2))
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.9)
     tiny = np.finfo(float).tiny
     a.semilogy(step, np.maximum(h["train_loss"][:, 0], tiny), color="k", lw=2, label="train loss")
     a.semilogy(step, h["test_loss"][:, 0], color="tab:red", lw=2, label="test loss")

@@ -26,7 +26,8 @@ def training_figure_png(history: History) -> bytes:
 
     t = history.steps
     cfg = history.config
-    fig, ax = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    fig, ax = plt.subplots(2, 2, figsize=(11, 7.5))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.07, top=0.91, wspace=0.22, hspace=0.32)
     a = ax[0, 0]
     a.semilogy(t, history["train_loss"][:, 0], label="train loss")
     a.semilogy(t, history["test_loss"][:, 0], label="test loss")
