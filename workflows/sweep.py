@@ -78,13 +78,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from analysis.tables import RESULTS_FILE
 from simulator.config import ConfigError, SimulationConfig, field_type
 from simulator.io import atomic_write_text
 from simulator.optimizers import hyper_parameters
 
 from .expressions import Expression, ExpressionError
 
-RESULTS_FILE = "results.csv"
 POINTS_DIR = "points"
 RUNS_DIR = "runs"
 NOT_IN_GRID = ("n_seeds",)     # set by --seeds
