@@ -315,7 +315,8 @@ def scaling_table(table: "pandas.DataFrame", x: str, ys: Sequence[str], *, min_s
                and not pd.api.types.is_bool_dtype(table[c])]
     for name, what in [(x, "x"), *((y, "y") for y in ys)]:
         if name not in table.columns:
-            hint = ", ".join(c for c in numeric if table[c].nunique() > 1 and c in config_column_types()) \
+            hint = ", ".join(c for c in numeric if table[c].nunique() > 1 and c in config_column_types()
+                             and c != "seed") \
                 if what == "x" else ", ".join(c for c in ("T1", "T2", "T3", "T4", "train_loss_rate",
                                                           "final_test_loss") if c in numeric)
             raise ScalingError(f"{what} {name!r} is not a column of {source} "
