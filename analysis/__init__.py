@@ -29,13 +29,8 @@ from .quantities import Quantities, quantities
 from .report import build_report, write_report
 from .stages import detect_stages
 from .summary import analyze, run_summary
+from .scaling import scaling_study
 from .tables import load_sweep
-
-
-def scaling_study(sweep_dir, x, ys, **options):
-    """:func:`analysis.scaling.scaling_study` (imported on first use: it needs pandas)."""
-    from .scaling import scaling_study as study
-    return study(sweep_dir, x, ys, **options)
 
 
 __all__ = ["Quantities", "analyze", "build_report", "check_laws", "detect_stages", "load_sweep",
