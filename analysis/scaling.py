@@ -267,15 +267,20 @@ class ScalingStudy:
 
 
 def _group_columns(table: "pandas.DataFrame", x: str) -> list[str]:
-    """Config-like columns that vary and are not a function of ``x`` (they split series)."""
+    """Config-like columns that split the rows into series: those that vary and are not
+    a function of ``x`` and the columns already chosen (derived ``steps`` follows
+    ``eta``; an optimizer's ``eta`` and ``beta1`` follow its ``label``)."""
     candidates = [c for c in (*IDENTITY_COLUMNS[1:], *config_column_types(), "beta1", "beta2", "eps")
                   if c in table.columns and c not in (x, "seed", "n_seeds")]
-    out = []
-    for c in dict.fromkeys(candidates):
-        col = table[c].astype("string").fillna("nan")
+    as_text = {c: table[c].astype("string").fillna("nan") for c in dict.fromkeys(candidates)}
+    out: list[str] = []
+    for c, col in as_text.items():
         if col.nunique() < 2:
             continue
-        if (col.groupby(table[x]).nunique() <= 1).all():     # follows x (e.g. derived steps)
+        key = table[x].astype("string")
+        for chosen in out:
+            key = key + "|" + as_text[chosen]
+        if (col.groupby(key).nunique() <= 1).all():           # determined: no new series
             continue
         out.append(c)
     return out
@@ -389,6 +394,7 @@ LABELS = {
     "final_test_loss": "final test loss (nats)",
     "matched_test_loss": "test loss at matched training loss (nats)",
     "final_train_loss": "final training loss (nats)",
+    "snr": "signal-to-noise ratio $\\|\\mu\\| / (\\sigma_p \\sqrt{s})$",
 }
 """Axis labels with units (a field not listed is labelled by its name)."""
 
@@ -486,7 +492,8 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def save_scaling_figure(study: ScalingStudy, path: str | os.PathLike) -> list[Path]:
     """One panel per y: seed means with 95% intervals, the fit, the theory line.
-    Writes ``path`` with suffix ``.png`` and ``.pdf``; returns both paths."""
+    Where the theory predicts nothing, the means are joined by a thin line instead of
+    the fit. Writes ``path`` with suffix ``.png`` and ``.pdf``; returns both paths."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -510,20 +517,26 @@ def save_scaling_figure(study: ScalingStudy, path: str | os.PathLike) -> list[Pa
                 low = np.clip(m - np.array([p.ci_low for p in pts]), 0, None)
                 high = np.array([p.ci_high for p in pts]) - m
                 low = np.where(np.isfinite(low), np.minimum(low, 0.999 * m), 0)
-                prefix = f"{s.name}: " if len(series) > 1 else ""
                 seeds = min(p.n for p in pts)
-                ax.errorbar(xs, m, yerr=[low, np.nan_to_num(high)], fmt="o", ms=8, capsize=5,
-                            color=color, label=f"{prefix}mean of {'>= ' if seeds < max(p.n for p in pts) else ''}"
-                                               f"{seeds} seeds, 95% interval")
-                grid = np.geomspace(xs.min(), xs.max(), 50)
+                seeds_text = f"{'>= ' if seeds < max(p.n for p in pts) else ''}{seeds} seeds"
                 f = s.fit
-                ax.plot(grid, np.exp(f.intercept) * grid ** f.slope, "-", color=color,
-                        label=f"{prefix}fit: slope {f.slope:.2f} [{f.ci_low:.2f}, {f.ci_high:.2f}]")
-                if s.prediction is not None:
+                fitted = f"slope {f.slope:.2f} [{f.ci_low:.2f}, {f.ci_high:.2f}]"
+                many = len(series) > 1
+                short = ", ".join(str(v) for v in s.group.values()) if len(s.group) == 1 else s.name
+                ax.errorbar(xs, m, yerr=[low, np.nan_to_num(high)], fmt="o", ms=8, capsize=5,
+                            color=color, label=(f"{short}: {fitted}" if many else
+                                                f"mean of {seeds_text}, 95% interval"))
+                grid = np.geomspace(xs.min(), xs.max(), 50)
+                if s.prediction is None:     # no law claimed: join the means, slope for reference
+                    ax.plot(xs, m, "-", lw=1.2, color=color,
+                            label=None if many else f"fit {fitted}, no theory")
+                else:
+                    ax.plot(grid, np.exp(f.intercept) * grid ** f.slope, "-", color=color,
+                            label=None if many else f"fit: {fitted}")
                     b = s.prediction.exponent
                     a = np.mean(np.log(m)) - b * np.mean(np.log(xs))   # through the data's centre
-                    ax.plot(grid, np.exp(a) * grid ** b, "--", color="0.35" if len(series) == 1 else color,
-                            label=f"{prefix}theory: slope {b:g} ({s.verdict})")
+                    ax.plot(grid, np.exp(a) * grid ** b, "--", color="0.35" if not many else color,
+                            label=f"{short + ': ' if many else ''}theory: slope {b:g} ({s.verdict})")
             ax.set_xscale("log")
             ax.set_yscale("log")
             xs_all = sorted({p.x for s in series for p in s.points if p.used})
@@ -535,7 +548,8 @@ def save_scaling_figure(study: ScalingStudy, path: str | os.PathLike) -> list[Pa
             ax.set_xlabel(LABELS.get(study.x, study.x))
             ax.set_ylabel(LABELS.get(y, y))
             ax.set_title(f"{y} against {study.x}")
-            ax.legend(frameon=False, loc="best")
+            ax.legend(frameon=False, loc="best", title_fontsize=12.5,
+                      title=f"mean of {seeds_text}, 95% interval" if len(series) > 1 else None)
             ax.grid(True, which="both", alpha=0.25)
         fig.tight_layout()
         path = Path(path)
