@@ -304,8 +304,7 @@ def scaling_table(table: "pandas.DataFrame", x: str, ys: Sequence[str], *, min_s
     """
     import pandas as pd
 
-    if isinstance(ys, str):
-        ys = [ys]
+    ys = [ys] if isinstance(ys, str) else list(dict.fromkeys(ys))     # each y once, in order
     if not ys:
         raise ScalingError("give at least one y (--y T2)")
     if min_seeds < 2:

@@ -40,15 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser(
         "scaling", help="fit log-log slopes of sweep results against one field and compare "
         "them with the theory's exponents",
-        description="Per value of X: the seed mean, standard deviation and 95%% interval of "
-        "each Y; the log-log slope of the means with a 95%% seed-bootstrap interval; the "
-        "exponent the theory predicts and a verdict (agrees when it lies in the interval). "
-        "Writes scaling_X_Y.csv, scaling_X_Y_points.csv, .json, .png and .pdf. Example: "
-        "python -m analysis scaling sweeps/T-eta --x eta --y T2 --y T4")
+        description="Per value of X: the seed mean, standard deviation and 95% interval of "
+        "each Y; the log-log slope of the means with a 95% seed-bootstrap interval (seeds "
+        "resampled at each X); the exponent the theory predicts (analysis.scaling.PREDICTED) "
+        "and a verdict: agrees when it lies in the interval, disagrees when not, not "
+        "applicable without a prediction. Writes scaling_X_Y.csv, scaling_X_Y_points.csv, "
+        ".json, .png and .pdf. Refuses (exit 2) when X does not vary, Y was never reached, "
+        "or fewer than 2 values of X keep enough seeds. Example: python -m analysis scaling "
+        "sweeps/eta --x eta --y T2 --y T4 (docs/scaling.md)")
     sc.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep directory (with results.csv)")
     sc.add_argument("--x", required=True, metavar="FIELD", help="the config field that varies, e.g. eta")
     sc.add_argument("--y", required=True, action="append", metavar="COLUMN",
-                    help="a per-run result column, e.g. T2 (repeat for several)")
+                    help="a per-run result column of results.csv, e.g. T1..T4, train_loss_rate, "
+                         "final_test_loss, matched_test_loss (repeat for several)")
     sc.add_argument("--min-seeds", type=int, default=3, metavar="K",
                     help="values of X with fewer seeds that reached Y are left out of the fit (default 3)")
     sc.add_argument("--boot", type=int, default=2000, metavar="B", help="bootstrap resamples (default 2000)")
