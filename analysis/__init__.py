@@ -13,7 +13,10 @@ regime          is a configuration inside the regime the theory assumes?
 summary         one pass over everything; flat per-run summaries for sweeps
 report          the prediction table, report.md and report.json of a run dir
 figures         the four-panel stages figure and the loss figure
-cli             ``python -m analysis report|plot|sweep``
+tables          a sweep's results.csv as a typed pandas DataFrame (``load_sweep``)
+scaling         log-log slopes across a sweep, seeds aggregated, against the
+                theory's exponents (``scaling_study``)
+cli             ``python -m analysis report|plot|scaling|sweep``
 =============== ===============================================================
 
 >>> from analysis import run_summary, write_report       # doctest: +SKIP
@@ -26,6 +29,9 @@ from .quantities import Quantities, quantities
 from .report import build_report, write_report
 from .stages import detect_stages
 from .summary import analyze, run_summary
+from .scaling import scaling_study
+from .tables import load_sweep
 
-__all__ = ["Quantities", "analyze", "build_report", "check_laws", "detect_stages", "predict",
-           "quantities", "run_summary", "write_report"]
+
+__all__ = ["Quantities", "analyze", "build_report", "check_laws", "detect_stages", "load_sweep",
+           "predict", "quantities", "run_summary", "scaling_study", "write_report"]

@@ -284,3 +284,13 @@ class History:
         buf = io.BytesIO()
         np.savez(buf, **self.arrays)
         return buf.getvalue()
+
+    def to_xarray(self):
+        """This history as a labelled ``xarray.Dataset`` (:func:`simulator.labelled.to_xarray`)."""
+        from .labelled import to_xarray
+        return to_xarray(self)
+
+    def save_netcdf(self, path: str | os.PathLike) -> Path:
+        """Write this history as a netCDF4 file (:func:`simulator.labelled.save_netcdf`)."""
+        from .labelled import save_netcdf
+        return save_netcdf(self, path)

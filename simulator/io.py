@@ -46,3 +46,21 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[IO[bytes]], Non
     (e.g. ``np.savez_compressed`` or ``Figure.savefig``)."""
     with _atomic_target(path, "wb") as fh:
         writer(fh)
+
+
+def atomic_write_path(path: str | os.PathLike, writer: Callable[[str], None]) -> None:
+    """Call ``writer(temporary_path)`` and move that file to ``path`` atomically, for
+    writers that need a file name rather than a stream (HDF5 reads back while it
+    writes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

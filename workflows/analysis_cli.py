@@ -1,6 +1,7 @@
 """Command line of the analysis: ``python -m analysis report RUN_DIR``,
-``python -m analysis plot RUN_DIR``, and ``python -m analysis sweep ...`` (delegated
-to :mod:`workflows.sweep`).
+``python -m analysis plot RUN_DIR``, ``python -m analysis scaling SWEEP_DIR --x X --y Y``
+(:mod:`analysis.scaling`) and ``python -m analysis sweep ...`` (delegated to
+:mod:`workflows.sweep`).
 
 A thin layer over the library. Bad input exits with status 2 and a one-line error,
 never a traceback.
@@ -36,8 +37,45 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--neuron", type=int, default=0, help="neuron shown in panels (a), (d)")
     plot.add_argument("--color-step", type=float, default=None, metavar="STEP",
                       help="step whose query-noise signs colour panels (a), (d) (default: T2)")
+    sc = sub.add_parser(
+        "scaling", help="fit log-log slopes of sweep results against one field and compare "
+        "them with the theory's exponents",
+        description="Per value of X: the seed mean, standard deviation and 95% interval of "
+        "each Y; the log-log slope of the means with a 95% seed-bootstrap interval (seeds "
+        "resampled at each X); the exponent the theory predicts (analysis.scaling.PREDICTED) "
+        "and a verdict: agrees when it lies in the interval, disagrees when not, not "
+        "applicable without a prediction. Writes scaling_X_Y.csv, scaling_X_Y_points.csv, "
+        ".json, .png and .pdf. Refuses (exit 2) when X does not vary, Y was never reached, "
+        "or fewer than 2 values of X keep enough seeds. Example: python -m analysis scaling "
+        "sweeps/eta --x eta --y T2 --y T4 (docs/scaling.md)")
+    sc.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep directory (with results.csv)")
+    sc.add_argument("--x", required=True, metavar="FIELD", help="the config field that varies, e.g. eta")
+    sc.add_argument("--y", required=True, action="append", metavar="COLUMN",
+                    help="a per-run result column of results.csv, e.g. T1..T4, train_loss_rate, "
+                         "final_test_loss, matched_test_loss (repeat for several)")
+    sc.add_argument("--min-seeds", type=int, default=3, metavar="K",
+                    help="values of X with fewer seeds that reached Y are left out of the fit (default 3)")
+    sc.add_argument("--boot", type=int, default=2000, metavar="B", help="bootstrap resamples (default 2000)")
+    sc.add_argument("--boot-seed", type=int, default=0, help="seed of the bootstrap generator (default 0)")
+    sc.add_argument("--out", default=None, metavar="DIR", help="output directory (default SWEEP_DIR/scaling)")
     sub.add_parser("sweep", help="run a parameter sweep (see: python -m analysis sweep --help)")
     return parser
+
+
+def _scaling(args) -> int:
+    try:
+        from analysis.scaling import scaling_study, write_scaling
+        study = scaling_study(args.sweep_dir, args.x, args.y, min_seeds=args.min_seeds,
+                              n_boot=args.boot, seed=args.boot_seed)
+    except ImportError as exc:                     # pandas: the `labelled` extra
+        raise UsageError(f"{PROG} scaling: error: {exc}") from None
+    except ValueError as exc:                      # ScalingError, a bad table
+        raise UsageError(f"{PROG} scaling: error: {str(exc).splitlines()[0]}") from None
+    from analysis.scaling import format_study
+    print(format_study(study))
+    paths = write_scaling(study, args.out or Path(args.sweep_dir) / "scaling")
+    print(f"wrote {paths[0].parent}/: {', '.join(p.name for p in paths)}")
+    return 0
 
 
 def _load(run_dir: str):
@@ -58,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            raise UsageError(f"{PROG}: error: choose a command: report, plot or sweep")
+            raise UsageError(f"{PROG}: error: choose a command: report, plot, scaling or sweep")
+        if args.command == "scaling":
+            return _scaling(args)
         if args.command == "report":
             _load(args.run_dir)  # validate before the heavier work
             from analysis.report import write_report

@@ -10,7 +10,8 @@ Command line (``python -m analysis sweep``)::
 
     python -m analysis sweep --base base.json --grid mu_norm=0.01,0.1,1 \\
         --grid sigma_p=0.5,1 --seeds 4 --optimizers signgd,adam,gd:eta=0.1 \\
-        --out sweeps/x [--workers N | --scheduler ADDRESS] [--save-runs]
+        [--derive FIELD=EXPRESSION ...] --out sweeps/x \\
+        [--workers N | --scheduler ADDRESS] [--save-runs]
 
 * ``--grid FIELD=V1,V2,...`` (repeatable): the Cartesian product over all ``--grid``
   options. ``--grid-file FILE``: a JSON object ``{"field": [values]}`` (a product
@@ -19,6 +20,23 @@ Command line (``python -m analysis sweep``)::
 * ``--optimizers signgd,adam,gd:eta=0.1``: each entry is an optimizer name with
   optional ``:field=value`` overrides that apply to it alone (GD needs a far larger
   ``eta`` than the sign methods). The entry is the row's ``label``.
+* ``--derive FIELD=EXPRESSION`` (repeatable): a field computed per point from the
+  others, after the grid values and the optimizer's overrides are applied, in the
+  order given (a later expression sees the earlier results), then validated by the
+  config. Examples::
+
+      --derive steps=0.2/eta                    # same eta * steps at every eta
+      --derive record_every=max(1,steps//2000)  # about 2000 records per run
+      --derive n_test=10*n                      # held-out set grows with n
+      --derive sigma_0=0.005*sqrt(20/s)         # keep sigma_0 sqrt(s) fixed
+
+  An expression has numbers, the numeric config fields, ``+ - * / // ** %``, unary
+  minus and ``min, max, round, int, float, sqrt, log, exp, ceil, floor``; nothing else
+  (no attribute access, no other calls; :mod:`workflows.expressions` parses it with
+  :mod:`ast`, never ``eval``). An integer field takes the nearest integer of the
+  result (write ``floor(...)`` or ``ceil(...)`` to choose the direction). A bad
+  expression, or a value the config refuses, is one line naming the expression, the
+  field and the point.
 * ``--match-train-loss TARGET`` adds the columns ``matched_step``,
   ``matched_train_loss``, ``matched_test_loss``, ``matched_test_error``: the first
   recorded step where the training loss is ``<= TARGET`` (NaN if never), so
@@ -60,11 +78,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from analysis.tables import RESULTS_FILE
 from simulator.config import ConfigError, SimulationConfig, field_type
 from simulator.io import atomic_write_text
 from simulator.optimizers import hyper_parameters
 
-RESULTS_FILE = "results.csv"
+from .expressions import Expression, ExpressionError
+
 POINTS_DIR = "points"
 RUNS_DIR = "runs"
 NOT_IN_GRID = ("n_seeds",)     # set by --seeds
@@ -136,6 +156,75 @@ class OptimizerSpec:
 
 
 @dataclass(frozen=True)
+class Derived:
+    """A config field computed per point from the others (``--derive FIELD=EXPRESSION``)."""
+
+    name: str
+    expression: Expression
+
+    @classmethod
+    def parse(cls, text: str) -> "Derived":
+        """``"steps=0.2/eta"`` -> field ``steps`` with the checked expression ``0.2/eta``."""
+        name, sep, body = str(text).partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name or not body.strip():
+            raise SweepError(f"--derive {text!r}: expected FIELD=EXPRESSION, e.g. steps=0.2/eta")
+        where = f"--derive {name}={body.strip()}"
+        if name not in FIELD_TYPES:
+            raise SweepError(f"{where}: unknown config field {name!r}")
+        if name in NOT_IN_GRID + ("optimizer",):
+            raise SweepError(f"{where}: {name} is set by --{'seeds' if name == 'n_seeds' else 'optimizers'}, "
+                             "not derived")
+        if FIELD_TYPES[name] is str:
+            raise SweepError(f"{where}: {name} is not a number field")
+        try:
+            expression = Expression.parse(body)
+        except ExpressionError as exc:
+            raise SweepError(f"{where}: {exc}") from None
+        for used in expression.names:
+            if used not in FIELD_TYPES:
+                raise SweepError(f"{where}: unknown name {used!r} (not a config field)")
+            if FIELD_TYPES[used] is str:
+                raise SweepError(f"{where}: {used} is not a number field")
+        return cls(name, expression)
+
+    @property
+    def label(self) -> str:
+        return f"--derive {self.name}={self.expression}"
+
+    def value(self, values: dict[str, Any]) -> int | float:
+        """The field's value from the point's ``values``, typed after the field."""
+        result = self.expression.evaluate(values)       # ExpressionError: one line
+        if FIELD_TYPES[self.name] is int:
+            return result if isinstance(result, int) else int(round(result))
+        try:
+            return float(result)
+        except OverflowError:
+            raise ExpressionError(f"the result (an integer of {len(str(result))} digits) "
+                                  "is too large for a float") from None
+
+
+def _derive(derived: Sequence[Derived], base: SimulationConfig, changes: dict[str, Any],
+            shown: str) -> dict[str, Any]:
+    """The derived fields' values of one point, in order (each sees the earlier ones)."""
+    values = {**base.to_dict(), **changes}
+    out = {}
+    for d in derived:
+        try:
+            out[d.name] = values[d.name] = d.value(values)
+        except ExpressionError as exc:
+            raise SweepError(f"{d.label}: {exc} at {shown}") from None
+    return out
+
+
+def _shown(entry: dict[str, Any], spec: "OptimizerSpec | None") -> str:
+    items = [f"{k}={v!r}" for k, v in entry.items()]
+    if spec is not None:
+        items.insert(0, spec.label)
+    return f"point ({', '.join(items)})" if items else "the base config"
+
+
+@dataclass(frozen=True)
 class Point:
     """One config of the sweep (its seeds run as one batch)."""
 
@@ -143,6 +232,8 @@ class Point:
     label: str
     config: SimulationConfig
     grid_values: tuple[tuple[str, Any], ...]
+    derived: tuple[tuple[str, Any], ...] = ()
+    """The values of the ``--derive`` fields at this point."""
 
 
 def point_key(config: SimulationConfig, match_train_loss: float | None) -> str:
@@ -171,7 +262,8 @@ def _grid_entries(grid: dict[str, Sequence[Any]] | Sequence[dict[str, Any]] | No
 
 def expand(base: SimulationConfig, grids: Iterable[Any] = (), *, seeds: int | None = None,
            optimizers: Sequence[str | OptimizerSpec] | None = None,
-           match_train_loss: float | None = None) -> list[Point]:
+           match_train_loss: float | None = None,
+           derive: Sequence[str | Derived] = ()) -> list[Point]:
     """Every point of the sweep, in order (grid entries outer, optimizers inner).
 
     Parameters
@@ -184,6 +276,16 @@ def expand(base: SimulationConfig, grids: Iterable[Any] = (), *, seeds: int | No
         Runs per point (``n_seeds``); default: the base config's.
     optimizers : list of str or OptimizerSpec, optional
         Default: the base config's optimizer (or an ``optimizer`` grid field).
+    derive : list of str or Derived, optional
+        ``"FIELD=EXPRESSION"`` entries, evaluated per point after the grid values and
+        the optimizer's overrides, in order; e.g. ``["steps=0.2/eta",
+        "record_every=max(1,steps//2000)"]``.
+
+    Raises
+    ------
+    SweepError
+        One line naming the field (and, for a derived field, its expression and the
+        point) of any bad input.
     """
     if isinstance(grids, dict):      # a single product given bare
         grids = [grids]
@@ -203,6 +305,18 @@ def expand(base: SimulationConfig, grids: Iterable[Any] = (), *, seeds: int | No
         for name, _ in spec.overrides:
             if name not in FIELD_TYPES:
                 raise SweepError(f"--optimizers {spec.label!r}: unknown config field {name!r}")
+    derived = [d if isinstance(d, Derived) else Derived.parse(d) for d in derive]
+    seen_derived: set[str] = set()
+    for d in derived:
+        if d.name in seen_derived:
+            raise SweepError(f"{d.label}: {d.name} is derived twice")
+        seen_derived.add(d.name)
+        if any(d.name in entry for entry in entries):
+            raise SweepError(f"{d.label}: {d.name} is also set by the grid; give one or the other")
+        for spec in specs:
+            if d.name in dict(spec.overrides):
+                raise SweepError(f"{d.label}: {d.name} is also set by --optimizers {spec.label}; "
+                                 "give one or the other")
     if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
         raise SweepError(f"seeds must be an integer >= 1, got {seeds!r}")
     if match_train_loss is not None and not (match_train_loss > 0 and math.isfinite(match_train_loss)):
@@ -216,17 +330,22 @@ def expand(base: SimulationConfig, grids: Iterable[Any] = (), *, seeds: int | No
                 changes.update(spec.overrides)
             if seeds is not None:
                 changes["n_seeds"] = seeds
+            values = _derive(derived, base, changes, _shown(entry, spec)) if derived else {}
             try:
-                config = base.replace(**changes)
+                config = base.replace(**changes, **values)
             except (ConfigError, TypeError) as exc:
-                shown = ", ".join(f"{k}={v!r}" for k, v in changes.items() if k != "n_seeds")
+                culprit = next((d for d in derived if str(exc).startswith(f"{d.name} ")), None)
+                if culprit is not None:
+                    raise SweepError(f"{culprit.label}: {exc} at {_shown(entry, spec)}") from None
+                shown = ", ".join(f"{k}={v!r}" for k, v in {**changes, **values}.items()
+                                  if k != "n_seeds")
                 raise SweepError(f"point ({shown}): {exc}") from None
             key = point_key(config, match_train_loss)
             if key in seen:      # the same config twice: run it once
                 continue
             seen.add(key)
             label = spec.label if spec is not None else config.optimizer
-            points.append(Point(key, label, config, tuple(entry.items())))
+            points.append(Point(key, label, config, tuple(entry.items()), tuple(values.items())))
     return points
 
 
@@ -531,6 +650,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grid over a config field (repeat for a product)")
     p.add_argument("--grid-file", metavar="FILE",
                    help='JSON {"field": [values]} (product) or [{"field": value}, ...] (list)')
+    p.add_argument("--derive", action="append", default=[], metavar="FIELD=EXPRESSION",
+                   help="a field computed per point from the others, after the grid, in the "
+                        "order given, e.g. --derive steps=0.2/eta --derive "
+                        "'record_every=max(1,steps//2000)'; numbers, numeric config fields, "
+                        "+ - * / // ** %%, unary minus, min max round int float sqrt log exp "
+                        "ceil floor; an integer field takes the nearest integer")
     p.add_argument("--seeds", type=int, default=None, help="runs per point (default: base n_seeds)")
     p.add_argument("--seed", type=int, default=None, help="seed of the first run (default: base seed)")
     p.add_argument("--optimizers", default=None, metavar="NAME[:FIELD=V...],...",
@@ -571,7 +696,7 @@ def points_from_args(args: argparse.Namespace) -> list[Point]:
         grids.append(product)
     optimizers = [o for o in args.optimizers.split(",")] if args.optimizers else None
     return expand(base, grids, seeds=args.seeds, optimizers=optimizers,
-                  match_train_loss=args.match_train_loss)
+                  match_train_loss=args.match_train_loss, derive=args.derive)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -595,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for key, message in result.failed.items():
         point = next(p for p in points if p.key == key)
-        shown = ", ".join(f"{k}={v!r}" for k, v in point.grid_values)
+        shown = ", ".join(f"{k}={v!r}" for k, v in point.grid_values + point.derived)
         print(f"{prog}: point {key} ({point.label}; {shown}) failed: {message}", file=sys.stderr)
     table = out / RESULTS_FILE
     print(f"wrote {table}: {len(result.rows)} rows "
