@@ -24,15 +24,36 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def positive_int(text: str) -> int:
+    """An integer >= 1 (argparse type: a bad value is one line naming the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+class _Parser(OneLineParser):
+    def parse_args(self, args=None, namespace=None):
+        ns = super().parse_args(args, namespace)
+        out = Path(ns.out)
+        if out.exists() and not out.is_dir():        # before any work, not after
+            self.error(f"argument --out: {out} exists and is not a directory")
+        return ns
+
+
 def parser(name: str, description: str) -> argparse.ArgumentParser:
-    """``--out DIR`` (default ``examples/output/<name>``), ``--quick``, ``--workers``."""
-    p = OneLineParser(prog=f"python examples/{name}.py", description=description)
+    """The options every example takes: ``--out DIR`` (default
+    ``examples/output/<name>``), ``--quick`` and ``--workers N`` (N >= 1)."""
+    p = _Parser(prog=f"python examples/{name}.py", description=description)
     p.add_argument("--out", default=str(HERE / "output" / name),
                    help="folder for figures and tables (default: examples/output/%(prog)s)")
     p.add_argument("--quick", action="store_true",
                    help="a small, fast version (seconds; what the test suite runs)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="local processes for sweeps (default: all cores)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="local processes (default: all cores)")
     return p
 
 

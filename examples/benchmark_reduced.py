@@ -3,6 +3,7 @@
     python examples/benchmark_reduced.py            # both parts, about 2 minutes on 2 cores
     python examples/benchmark_reduced.py --part step --repeats 5
     python examples/benchmark_reduced.py --part batch --seeds 10000 --workers 2
+    python examples/benchmark_reduced.py --quick --out DIR   # seconds (the test suite)
 
 Part ``step``: per-step time of one run at ``n = 16, s = 20, m_k = m_v = 10``
 (SignGD, ``d = 10^6``), without recording (``record_every = steps``: the cost of
@@ -34,14 +35,18 @@ swing by up to 2x with the load)::
 
 from __future__ import annotations
 
-import argparse
+import json
 import os
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
+from _common import parser, positive_int
+
 from simulator import SimulationConfig, train
+from simulator.io import atomic_write_text
 from simulator.reduced import ReducedTestWarning
 from workflows.parallel import train_split
 
@@ -58,10 +63,11 @@ def _reduced(config):
         return train(config)
 
 
-def per_step(steps: int, repeats: int) -> None:
+def per_step(steps: int, repeats: int) -> dict:
     base = SimulationConfig(n=16, s=20, m_k=10, m_v=10, d=10**6, steps=steps)
     print(f"per-step time, n=16 s=20 m_k=m_v=10, 1 run (SignGD), {steps} steps, "
           f"best of {repeats} (engines interleaved)")
+    out = {}
     for record_every in (steps, 1):
         config = base.replace(record_every=record_every)
         full, red = [], []
@@ -74,6 +80,9 @@ def per_step(steps: int, repeats: int) -> None:
         print(f"  {label}  full {1e6 * full[0] / steps:7.0f} us/step (cpu {1e6 * full[1] / steps:6.0f})"
               f"   reduced {1e6 * red[0] / steps:6.1f} us/step (cpu {1e6 * red[1] / steps:6.1f})"
               f"   ratio wall {full[0] / red[0]:5.1f}  cpu {full[1] / red[1]:5.1f}")
+        out[f"record_every={record_every}"] = {"full_us": 1e6 * full[0] / steps,
+                                              "reduced_us": 1e6 * red[0] / steps}
+    return out
 
 
 def batch(n_seeds: int, workers: int):
@@ -88,23 +97,33 @@ def batch(n_seeds: int, workers: int):
           f"{', '.join(f'{c:.1f}' for c in cpus)} s (the wall time on {workers} idle cores)")
     print(f"  final train loss median {np.median(loss):.2e}, test loss mean {test_loss.mean():.4f}, "
           f"test error mean {err.mean():.3f}")
+    return {"seeds": n_seeds, "wall_s": wall, "cpu_s": cpus,
+            "train_loss_median": float(np.median(loss))}
     return history
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("step", "batch", "all"), default="all")
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="per-step part: best of this many runs of each engine")
-    parser.add_argument("--seeds", type=int, default=10_000)
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    args = parser.parse_args()
+def main(argv=None) -> dict:
+    p = parser("benchmark_reduced", __doc__.split("\n\n")[0])
+    p.add_argument("--part", choices=("step", "batch", "all"), default="all")
+    p.add_argument("--steps", type=positive_int, default=2000)
+    p.add_argument("--repeats", type=positive_int, default=3,
+                   help="per-step part: best of this many runs of each engine")
+    p.add_argument("--seeds", type=positive_int, default=10_000)
+    args = p.parse_args(argv)
+    if args.quick:                                  # seconds: what the test suite runs
+        args.steps, args.repeats, args.seeds = 200, 1, 200
+    workers = args.workers or min(2, os.cpu_count() or 1)
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    result = {}
     if args.part in ("step", "all"):
-        per_step(args.steps, args.repeats)
+        result["per_step"] = per_step(args.steps, args.repeats)
     if args.part in ("batch", "all"):
-        batch(args.seeds, args.workers)
+        result["batch"] = batch(args.seeds, workers)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "benchmark_reduced.json", json.dumps(result, indent=1) + "\n")
+    print(f"saved {out / 'benchmark_reduced.json'}")
+    return result
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from _common import parser, pyplot, save_figure
+from _common import positive_int, parser, pyplot, save_figure
 
 TARGET = 0.1                    # matched training loss
 GENERALIZES = math.log(2) / 2   # matched test loss below this: generalizes
@@ -196,7 +196,8 @@ def _edges(values):
 
 def main(argv: list[str] | None = None) -> dict:
     p = parser("gd_vs_signgd", "Phase diagram of test loss: SignGD and Adam vs GD (claim 4).")
-    p.add_argument("--seeds", type=int, default=None, help="runs per point (default 2; quick: 1)")
+    p.add_argument("--seeds", type=positive_int, default=None,
+                   help="runs per point (default 2; quick: 1)")
     args = p.parse_args(argv)
     from pathlib import Path
 

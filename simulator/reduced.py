@@ -156,8 +156,10 @@ def _check_disjoint(config: SimulationConfig, shared: dict[int, np.ndarray]) -> 
     raise ReductionError(
         f"engine='reduced' needs disjoint noise supports, but in run seed {seed} samples "
         f"{', '.join(map(str, samples))} share {int(counts.sum())} noise coordinate(s) with "
-        f"one another{more}; use engine='full', a larger d, or "
-        f"reduced_init='distribution' (conditioned on disjoint supports)")
+        f"one another{more}; for the reduced engine draw the state from its law given "
+        f"disjoint supports: reduced_init='distribution' (python -m simulator run --engine "
+        f"reduced --reduced-init distribution; other data than engine='full' for the same "
+        f"seed), or use engine='full' or a larger d")
 
 
 def _state_from_data(config: SimulationConfig, seeds: np.ndarray):

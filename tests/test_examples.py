@@ -88,3 +88,30 @@ def test_convergence_quick_shows_linear_signgd_and_sublinear_adam_and_gd(tmp_pat
 def test_examples_say_what_a_correct_run_prints(name):
     doc = load(name).__doc__
     assert "Run::" in doc and "--quick" in doc and "A correct run prints" in doc
+
+
+def test_benchmark_reduced_quick_writes_its_figures(tmp_path):
+    """The reduced-engine benchmark takes the flags every example takes (--quick, --out);
+    the figures are timings (not asserted), the batch's runs must all have trained."""
+    ex = load("benchmark_reduced")
+    res = ex.main(["--quick", "--out", str(tmp_path), "--workers", "2"])
+    assert (tmp_path / "benchmark_reduced.json").is_file()
+    assert res["batch"]["seeds"] == 200 and res["batch"]["train_loss_median"] < 1e-3
+
+
+@pytest.mark.parametrize("name", ["convergence", "adam_vs_signgd", "gd_vs_signgd", "digits",
+                                  "benchmark_reduced"])
+@pytest.mark.parametrize("argv, message", [
+    (["--workers", "0"], "argument --workers: must be an integer >= 1, got 0"),
+    (["--workers", "two"], "argument --workers: must be an integer >= 1, got 'two'"),
+    (["--out", "FILE"], "argument --out: FILE exists and is not a directory"),
+])
+def test_every_example_refuses_bad_flags_in_one_line(tmp_path, capsys, name, argv, message):
+    (tmp_path / "FILE").write_text("x")
+    argv = [str(tmp_path / "FILE") if a == "FILE" else a for a in argv]
+    with pytest.raises(SystemExit) as exc:
+        load(name).main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == (f"python examples/{name}.py: error: "
+                                        + message.replace("FILE", str(tmp_path / "FILE")))
