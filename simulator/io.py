@@ -21,7 +21,8 @@ os.umask(_UMASK)
 def _atomic_target(path: str | os.PathLike, mode: str) -> "IO":
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent)
     try:
         with os.fdopen(fd, mode) as fh:
             os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
@@ -54,7 +55,8 @@ def atomic_write_path(path: str | os.PathLike, writer: Callable[[str], None]) ->
     writes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent)
     os.close(fd)
     try:
         writer(tmp)
@@ -64,3 +66,35 @@ def atomic_write_path(path: str | os.PathLike, writer: Callable[[str], None]) ->
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of atomic writes into ``folder`` whose writer process
+    is gone (killed before it could clean up): ``.<name>.<pid>.<random>.tmp`` with no
+    live process ``pid`` on this machine. Returns the removed paths."""
+    import re
+
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in folder.glob(".*.tmp"):
+        m = re.fullmatch(r"\..+\.(\d+)\.[^.]+\.tmp", path.name)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

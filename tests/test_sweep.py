@@ -6,6 +6,12 @@ takes well under a second per point.
 
 import json
 import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -279,3 +285,97 @@ def test_a_grid_file_lists_points(tmp_path, capsys):
     grid.write_text("{not json")
     assert main(["--grid-file", str(grid), "--out", str(tmp_path / "t"), "--quiet"]) == 2
     assert "--grid-file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# faults: damaged point files, bad --out / --scheduler, signals, stale temporaries
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("damage", [b"", b"{not json", b'{"key": "other", "rows": []}', b"[1, 2]"])
+def test_a_damaged_point_file_is_recomputed_with_a_warning(tmp_path, damage):
+    points = expand(BASE, [{"mu_norm": [0.1, 1.0]}])
+    first = run_sweep(points, tmp_path, workers=1, progress=False)
+    sweep.points_file(tmp_path, points[0].key).write_bytes(damage)
+    with pytest.warns(UserWarning, match=r"is damaged .*computing the point again"):
+        again = run_sweep(points, tmp_path, workers=1, progress=False)
+    assert again.computed == [points[0].key] and again.skipped == [points[1].key]
+    def numbers(rows):                 # the recomputed point gives the same numbers
+        return [{k: v for k, v in r.items() if k != "point_seconds"} for r in rows]
+    assert _same_rows(numbers(again.rows), numbers(first.rows))
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("file", r"exists and is not a directory"),
+    ("points-file", r"points exists and is not a directory"),
+])
+def test_an_unusable_out_is_refused_before_any_work(tmp_path, capsys, layout, message):
+    out = tmp_path / "out"
+    if layout == "file":
+        out.write_text("x")
+    else:
+        out.mkdir()
+        (out / "points").write_text("x")
+    assert main(["--grid", "mu_norm=0.1", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
+
+
+def test_a_malformed_scheduler_address_is_refused_before_any_work(tmp_path, capsys):
+    assert main(["--grid", "mu_norm=0.1", "--out", str(tmp_path / "s"), "--quiet",
+                 "--scheduler", "not a url"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["python -m analysis sweep: error: --scheduler 'not a url': expected an "
+                   "address like tcp://HOST:PORT"]
+    assert not (tmp_path / "s").exists()
+
+
+def test_stale_temporaries_of_killed_writers_are_removed(tmp_path):
+    from simulator.io import remove_stale_temporaries
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f".results.csv.{dead}.abc123.tmp"
+    live = tmp_path / f".results.csv.{os.getpid()}.def456.tmp"
+    stale.write_text("half")
+    live.write_text("being written")
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert live.exists() and not stale.exists()
+
+
+def test_sigterm_ends_a_process_pool_sweep_and_its_workers(tmp_path):
+    """SIGTERM: exit 143, finished points kept, no worker left behind."""
+    code = ("import sys; from workflows.sweep import main; "
+            f"sys.exit(main(['--grid', 'steps=3000,3001,3002,3003', '--seeds', '2', "
+            f"'--out', {str(tmp_path / 's')!r}, '--workers', '2', '--quiet']))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    time.sleep(4.0)                                  # workers started, points in flight
+    children = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 143, err
+    assert "interrupted: rerun the same command" in err
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.2)
+    assert not [pid for pid in children if _alive(pid)], "workers left behind"
+
+
+def _children(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(x) for x in out.stdout.split()]
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = open(f"/proc/{pid}/stat").read() if os.path.exists(f"/proc/{pid}/stat") else ""
+    return bool(stat) and stat.split()[2] != "Z"
+
+
+def _same_rows(a, b):
+    return len(a) == len(b) and all(
+        x.keys() == y.keys() and all(
+            (isinstance(x[k], float) and isinstance(y[k], float) and math.isnan(x[k]) and math.isnan(y[k]))
+            or x[k] == y[k] for k in x) for x, y in zip(a, b))

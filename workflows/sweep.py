@@ -64,6 +64,7 @@ identical tables); only ``point_seconds``, the wall time of a point, does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import io
@@ -73,6 +74,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -80,7 +82,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from analysis.tables import RESULTS_FILE
 from simulator.config import ConfigError, SimulationConfig, field_type
-from simulator.io import atomic_write_text
+from simulator.io import atomic_write_text, remove_stale_temporaries
 from simulator.optimizers import hyper_parameters
 
 from .expressions import Expression, ExpressionError
@@ -425,6 +427,7 @@ class SweepResult:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     interrupted: bool = False
+    terminated: bool = False
 
 
 def points_file(out: Path, key: str) -> Path:
@@ -432,14 +435,49 @@ def points_file(out: Path, key: str) -> Path:
 
 
 def is_done(out: Path, point: Point, save_runs: bool) -> bool:
-    if not points_file(out, point.key).is_file():
+    """Whether ``point`` has a valid finished file (and run directory with
+    ``save_runs``). A damaged point file (empty, truncated, not this point's) is
+    removed with a warning, so the point is computed again."""
+    path = points_file(out, point.key)
+    if not path.is_file():
+        return False
+    try:
+        read_point_rows(out, point.key)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        warnings.warn(f"sweep: point file {path} is damaged ({exc}); computing the point again",
+                      stacklevel=2)
+        path.unlink(missing_ok=True)
         return False
     return not save_runs or (out / RUNS_DIR / point.key / "history.npz").is_file()
 
 
 def read_point_rows(out: Path, key: str) -> list[dict[str, Any]]:
+    """The rows of a finished point, checked: a JSON object of this point's key whose
+    rows are a list of objects (``ValueError`` otherwise)."""
     with open(points_file(out, key), encoding="utf-8") as fh:
-        return json.load(fh)["rows"]
+        data = json.load(fh)
+    if (not isinstance(data, dict) or data.get("key") != key or not isinstance(data.get("rows"), list)
+            or not all(isinstance(row, dict) for row in data["rows"])):
+        raise ValueError("not a finished point of this sweep")
+    return data["rows"]
+
+
+def check_out(out: Path) -> None:
+    """Refuse a sweep directory that cannot be one, before any work."""
+    for path in (out, out / POINTS_DIR, out / RUNS_DIR):
+        if path.exists() and not path.is_dir():
+            raise SweepError(f"--out {out}: {path} exists and is not a directory")
+    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SweepError(f"--out {out}: {parent} is not writable")
+
+
+def check_scheduler(address: str) -> None:
+    """Refuse a scheduler address that is not ``[tcp|tls|inproc|ucx]://HOST:PORT``."""
+    import re
+
+    if not re.fullmatch(r"(tcp|tls|ucx|inproc)://[^\s/:]+(:\d{1,5})?/?", address):
+        raise SweepError(f"--scheduler {address!r}: expected an address like tcp://HOST:PORT")
 
 
 def _json_default(value):
@@ -508,7 +546,8 @@ class _Executor:
         os.environ.update({k: "1" for k in _THREAD_VARS})
         try:
             pool = ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)),
-                                       mp_context=multiprocessing.get_context("spawn"))
+                                       mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_die_with_parent)
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -555,6 +594,20 @@ class _Executor:
             client.close()
 
 
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux, ask the kernel to end this worker when the parent
+    process dies, even by SIGKILL (``prctl(PR_SET_PDEATHSIG, SIGTERM)``); elsewhere
+    nothing (the pool's own shutdown ends workers on a normal exit or an interrupt)."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)          # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):                        # pragma: no cover - not Linux
+        pass
+
+
 CONNECT_TIMEOUT = "10s"
 """How long to wait for a dask scheduler before giving up."""
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -588,7 +641,12 @@ def run_sweep(points: Sequence[Point], out: str | os.PathLike, *, workers: int |
         ``rows`` holds every finished point's rows, in point order.
     """
     out = Path(out)
+    check_out(out)
+    if scheduler:
+        check_scheduler(scheduler)
     (out / POINTS_DIR).mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out / POINTS_DIR)
+    remove_stale_temporaries(out)
     by_key = {p.key: p for p in points}
     todo = [p for p in points if not is_done(out, p, save_runs)]
     todo_keys = {p.key for p in todo}
@@ -612,8 +670,9 @@ def run_sweep(points: Sequence[Point], out: str | os.PathLike, *, workers: int |
                 if on_point_done is not None:
                     on_point_done(point)
             bar.update(done)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         result.interrupted = True
+        result.terminated = isinstance(exc, _Terminated)
     finally:
         bar.close()
         for p in points:
@@ -699,22 +758,48 @@ def points_from_args(args: argparse.Namespace) -> list[Point]:
                   match_train_loss=args.match_train_loss, derive=args.derive)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as an interrupt: finished points are kept, workers ended."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    import signal
+
+    def handler(signum, frame):
+        raise _Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:                                       # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m analysis sweep ...``; returns the exit status."""
     prog = "python -m analysis sweep"
     try:
         args = build_parser().parse_args(argv)
-        points = points_from_args(args)
         out = Path(args.out)
+        check_out(out)
+        if args.scheduler:
+            check_scheduler(args.scheduler)
+        points = points_from_args(args)
         done = sum(is_done(out, p, args.save_runs) for p in points)
         runs = sum(p.config.n_seeds for p in points)
         where = (f"dask scheduler {args.scheduler}" if args.scheduler else
                  f"{args.workers or os.cpu_count()} local process(es)")
         print(f"sweep: {len(points)} points ({runs} runs); {done} already done in {out}; "
               f"running {len(points) - done} on {where}", file=sys.stderr)
-        result = run_sweep(points, out, workers=args.workers, scheduler=args.scheduler,
-                           save_runs=args.save_runs, match_train_loss=args.match_train_loss,
-                           progress=not args.quiet)
+        with _sigterm_as_interrupt():
+            result = run_sweep(points, out, workers=args.workers, scheduler=args.scheduler,
+                               save_runs=args.save_runs, match_train_loss=args.match_train_loss,
+                               progress=not args.quiet)
     except (SweepError, ConfigError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -729,5 +814,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interrupted: rerun the same command to finish the "
               f"{len(points) - len(result.computed) - len(result.skipped)} missing points",
               file=sys.stderr)
-        return 130
+        return 143 if result.terminated else 130
     return 1 if result.failed else 0
