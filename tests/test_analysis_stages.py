@@ -238,7 +238,7 @@ def test_s21_decay_reads_the_score_gap(gap, form):
     S[:, 0, :, 1, 0] = expit(-gap(t))[:, None]
     S[:, 0, :, 1, 1] = expit(gap(t))[:, None]
     q = quantities(make_history(cfg(n=2), T, softmax=S))
-    assert s21_decay(q, np.array([0.0]))[0]["form"] == form
+    assert s21_decay(q, np.array([0.0]))[0].form == form
 
 
 # ---------------------------------------------------------------- regime
