@@ -19,8 +19,9 @@ outside the regime it disagrees, and the run breaks an assumption the claim need
                    (the failing conditions of :mod:`analysis.regime` are named)
 ================== ================================================================
 
-The order of the decision: not applicable, then agrees, then not reached, then outside
-the regime, then disagrees.
+The order of the decision: not applicable (optimizer, noise variant, record grid,
+nothing to check), then agrees, then not reached, then outside the regime, then
+disagrees.
 
 Recording grid. A predicted step ``t`` is compared with the first recorded step at or
 after ``t`` (:func:`on_grid`), since that is the first record that can show it; the row
@@ -197,9 +198,13 @@ class Run:
 def judge(claim: Claim, run: Run) -> Result:
     """Run the claim's check and decide the verdict (module doc)."""
     chk = claim.check(run, claim)
+    cfg = run.config
     if claim.sign_like and not run.sign_like:
-        v = Verdict(NOT_APPLICABLE, f"a SignGD closed form; optimizer {run.config.optimizer} "
+        v = Verdict(NOT_APPLICABLE, f"a SignGD closed form; optimizer {cfg.optimizer} "
                     "is not sign-like")
+    elif claim.sign_like and (cfg.noise != "sparse" or cfg.sigma_p == 0):
+        v = Verdict(NOT_APPLICABLE, f"a closed form for sparse noise; the noise variant is "
+                    f"{cfg.noise!r} with sigma_p = {cfg.sigma_p:g}")
     elif claim.every_step and not run.every_step:
         v = Verdict(NOT_APPLICABLE, f"needs every step recorded; records are {run.grid}")
     elif chk.nothing:

@@ -17,6 +17,7 @@ import numpy as np
 
 from simulator import History
 from simulator.io import atomic_write_text
+from simulator.optimizers import is_sign_like
 
 from .claims import VERDICTS, aggregate, grid_text, results
 from .fits import GROWTH_RULE
@@ -88,9 +89,12 @@ def _notes(report: dict, run: int = 0) -> list[str]:
     elif report["law_gaps"]:
         notes.append(f"law checks used {report['law_step_pairs']} consecutive step pairs; "
                      f"{report['law_gaps']} recorded gaps were not checked")
-    if cfg["optimizer"] != "signgd":
-        notes.append(f"optimizer {cfg['optimizer']}: laws 1-6 and the stage closed forms are "
-                     "SignGD's; they apply to sign-like optimizers only")
+    if not is_sign_like(cfg["optimizer"]):
+        notes.append(f"optimizer {cfg['optimizer']} is not sign-like: laws 1-6 and the stage "
+                     "closed forms are SignGD's and are not applied to it")
+    elif cfg["optimizer"] != "signgd":
+        notes.append(f"optimizer {cfg['optimizer']} is sign-like: SignGD's laws and closed forms "
+                     "are checked against it, though they are exact for SignGD only")
     for c in rr["regime"]:
         if not c["ok"]:
             scope = "outside the theory's regime" if c["affects"] == "dynamics" \
