@@ -48,6 +48,7 @@ from simulator.optimizers import is_sign_like
 
 from .fits import AIC_MARGIN, GROWTH_RULE, MIN_R2
 from .laws import LAW_TITLES, LAWS, REASONS
+from .predictions import votes_at
 from .quantities import recorded
 from .regime import failed, in_regime
 from .stages import OSCILLATION_FLIPS, S21_THRESHOLD, stage_of, stage_overlaps
@@ -247,12 +248,13 @@ def pair_facts(a: "Analysis", r: int) -> dict:
     # period-2 pairs: checked where the closed form decides (module doc of predictions)
     checked = ~p.near_zero[r] | p.decided[r]
     osc = st.oscillating[r]
-    # Stage III: signal signs where the votes first agree
+    # Stage III: signal signs where they first agree with the votes, against the votes
+    # the closed form predicts at that step
     reached3 = bool(np.isfinite(st.T3[r]))
     k3 = int(np.searchsorted(q.step, st.T3[r])) if reached3 else -1
     qs, ks = np.sign(q.Qs[k3, r]), np.sign(q.Ks[k3, r])
-    dec = p.majority_decided[r]
-    majority_ok = int(((qs == p.Qs_sign[r]) & dec).sum() + ((ks == p.Ks_sign[r]) & dec).sum())
+    vote_q, vote_k, dec = (x[r] for x in votes_at(q, p, np.full(q.R, float(q.step[k3]))))
+    majority_ok = int(((qs == vote_q) & dec).sum() + ((ks == vote_k) & dec).sum())
     # the votes are weighted by |l'_i|, which drift apart as samples are fit at different
     # rates: a neuron's majority can shift after T3 (counted, not hidden)
     shifted = int((np.sign(q.Qs[-1, r]) != qs).sum()) if reached3 else 0
@@ -402,7 +404,7 @@ def check_stage_order(run: Run, claim: Claim) -> Check:
 
 def check_s21_decay(run: Run, claim: Claim) -> Check:
     fit = run.a.decay[run.r]
-    pred = (f"quadratic (dAIC > {claim.bound['aic_margin']:g}, t^2 > 0, "
+    pred = (f"quadratic (dAIC > {claim.bound['aic_margin']:g}, most t^2 > 0, "
             f"R2 >= {claim.bound['min_r2']:g})")
     meas = f"{fit.form} ({fit.describe()})"
     T4 = float(run.a.stages.T4[run.r])
@@ -496,7 +498,8 @@ CLAIMS: tuple[Claim, ...] = (
           check_aligned_sign),
     Claim("stuck_pairs", "pairs near zero oscillate (period 2) as predicted",
           {"flips": OSCILLATION_FLIPS}, check_period_two, every_step=True),
-    Claim("majority", "T3: sgn Qs_s, Ks_s = majority votes (closed form)", {}, check_majority),
+    Claim("majority", "T3: sgn Qs_s, Ks_s = majority votes (closed form)", {}, check_majority,
+          regime=("dynamics", "stage III")),
     Claim("stage_order", "stage order", {}, check_stage_order),
     Claim("s21_decay", "Stage IV: log s_i21 quadratic in t", {"aic_margin": AIC_MARGIN, "min_r2": MIN_R2},
           check_s21_decay),
@@ -632,7 +635,7 @@ def _summary_columns() -> tuple[Column, ...]:
               "records skip steps)", "bool", when=every),
         _fact("majority_signs", "query/key signal signs with a decided majority (2 per "
               "decided neuron)", "count"),
-        _fact("majority_signs_correct", "of those, equal to the predicted majority at T3 "
+        _fact("majority_signs_correct", "of those, equal to the votes predicted at T3 "
               "(NaN: T3 never)", "count"),
         _fact("majority_undecided_neurons", "neurons whose at-risk pairs could turn the vote",
               "count"),

@@ -37,15 +37,18 @@ the pair's alignment (:func:`decided_pairs`). Two consequences:
 * Which at-risk pairs end stuck is predicted only for *decided* pairs; the others are
   reported apart.
 
-Stage III (laws 5-6). With all pairs aligned, ``Qs_s`` moves toward
-``sign( sum_i (Vn_i - Vs) Kn_si )`` and ``Ks_s`` toward ``-sign( sum_i (Vn_i - Vs) Qn_si )``
-(softmax products and ``l'_i`` taken equal across samples early on). Once the aligned
-pairs grow linearly, ``Vn_i - Vs ~ r_i t`` and ``|Kn_si|, |Qn_si| ~ h_i t``, so both votes
-are the weighted majority ``sign( sum_i w_i a_si )``, ``w_i = r_i h_i``, of the aligned
-signs ``a_si`` (with a minus sign for ``Ks_s``). Only pairs not at risk vote: an at-risk
-pair's final sign is not predicted, so a neuron's majority is *decided* only when its
-at-risk pairs together weigh less than the vote's margin,
-``sum_{i at risk} w_i < | sum_{i not at risk} w_i a_si |``.
+Stage III (laws 5-6). ``Qs_s`` moves toward
+``vote_Q = sign( sum_i |l'_i| s_i11 s_i12 (Vn_i - Vs)(Kn_si - Ks_s) )`` and ``Ks_s`` toward
+``vote_K = -sign( sum_i |l'_i| (Vn_i - Vs)(s_i11 s_i12 Qs_s + s_i21 s_i22 Qn_si) )``. Every
+factor has a closed form while the softmax is near 1/2 (``s_i11 s_i12 = s_i21 s_i22 = 1/4``;
+:func:`votes_at`): ``Vs(t)`` and ``Vn_i(t)`` by laws 1-2, hence the value gap and
+``|l'_i| = 1 / (1 + exp(Vs + Vn_i))``; and a pair that aligned at ``A`` with sign ``a``
+grows by ``a h_i`` per step from its value at ``A`` (laws 3-4). The signals are small next
+to the aligned noise and enter at their initial values. Only pairs not at risk vote: an
+at-risk pair's sign is not predicted, so a neuron's vote is *decided* only when its
+at-risk pairs' terms together are smaller than the vote's margin. Once the softmax
+leaves 1/2 (Stage IV under way), ``s_i21 s_i22 Qn`` shrinks next to ``s_i11 s_i12 Qs`` and
+the closed form no longer describes the votes.
 
 Stage IV. A pair whose aligned sign differs from its neuron's predicted query-signal sign
 is a *minority* pair: its key noise, then its query noise, are predicted to flip.
@@ -56,6 +59,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit
 
 from .quantities import Quantities
 from .stages import OSCILLATION_FLIPS, pair_at_risk
@@ -81,6 +85,8 @@ class Predictions:
     ``T2`` (R,): last alignment among pairs not at risk (as :mod:`analysis.stages`).
     ``Qs_sign``, ``Ks_sign`` (R, m_k): majority-vote signs of Stage III.
     ``majority_decided`` (R, m_k): the at-risk pairs cannot turn the neuron's vote.
+    ``Q_align``, ``K_align`` (R, m_k, n): the pair when it first shares a sign.
+    Signs and decisions of the votes are taken at the predicted ``T2`` (:func:`votes_at`).
     ``minority`` (R, m_k, n): pairs predicted to flip in Stage IV.
     """
 
@@ -100,6 +106,8 @@ class Predictions:
     Ks_sign: np.ndarray
     majority_decided: np.ndarray
     minority: np.ndarray
+    Q_align: np.ndarray
+    K_align: np.ndarray
 
 
 def crossing_time(D0: np.ndarray, rate: np.ndarray) -> np.ndarray:
@@ -235,16 +243,46 @@ def predict(q: Quantities) -> Predictions:
     oscillation_start = np.where(stuck, k_stuck, np.where(oscillates, k0, np.nan))
     T2 = _last(align_step, at_risk | np.isnan(align_step))
 
-    # Stage III: majority votes once the aligned pairs grow linearly, gap_i ~ r_i t and
-    # |Kn_si|, |Qn_si| ~ h_i t, so each sample weighs r_i h_i; at-risk pairs do not vote
-    weight = (rate * q.noise_step)[:, None, :]                   # (R, 1, n)
-    vote = (weight * np.where(at_risk, 0.0, aligned_sign)).sum(-1)   # (R, m_k)
-    Qs_sign = np.sign(vote)
-    Ks_sign = -Qs_sign
-    majority_decided = (weight * at_risk).sum(-1) < np.abs(vote)
+    # the pair when it first shares a sign: at t1, or k steps later (both moved toward zero)
+    k = steps_to_cross(np.minimum(np.abs(Q1), np.abs(K1)), h)
+    at_start = np.sign(Q1) * np.sign(K1) > 0
+    Q_align = np.where(at_start, Q1, Q1 - np.sign(Q1) * k * h)
+    K_align = np.where(at_start, K1, K1 - np.sign(K1) * k * h)
+    Qs_sign, Ks_sign, majority_decided = _votes(q, np.nan_to_num(T2, nan=0.0), align_step,
+                                                aligned_sign, at_risk, Q_align, K_align)
     minority = (aligned_sign != 0) & (aligned_sign != Qs_sign[..., None])
     return Predictions(T1_sample=T1_sample, T1=T1, pair_sum=c, aligned_sign=aligned_sign,
                        align_step=align_step, stuck=stuck, oscillates=oscillates,
                        near_zero=near_zero, at_risk=at_risk, decided=decided,
                        oscillation_start=oscillation_start, T2=T2, Qs_sign=Qs_sign,
-                       Ks_sign=Ks_sign, majority_decided=majority_decided, minority=minority)
+                       Ks_sign=Ks_sign, majority_decided=majority_decided, minority=minority,
+                       Q_align=Q_align, K_align=K_align)
+
+
+def votes_at(q: Quantities, p: Predictions, t: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The votes of laws 5-6 predicted at step ``t[r]`` of each run (module doc).
+
+    Returns ``(vote_Q, vote_K, decided)``, each (R, m_k): the signs ``Qs_s`` and ``Ks_s``
+    move toward, and whether the at-risk pairs could not turn either of them.
+    """
+    return _votes(q, np.asarray(t, float), p.align_step, p.aligned_sign, p.at_risk,
+                  p.Q_align, p.K_align)
+
+
+def _votes(q, t, align_step, aligned_sign, at_risk, Q_align, K_align):
+    h = q.noise_step[:, None, :]                                 # (R, 1, n)
+    since = np.maximum(t[:, None, None] - np.nan_to_num(align_step, nan=0.0), 0.0)
+    Qn = Q_align + aligned_sign * h * since                      # (R, m_k, n)  laws 3-4
+    Kn = K_align + aligned_sign * h * since
+    Vs = q.Vs[0] + 2 * q.signal_step * t                         # (R,)   law 1
+    Vn = q.Vn[0] + 2 * q.noise_step * t[:, None]                 # (R, n) law 2
+    w = (expit(-(Vs[:, None] + Vn)) * (Vn - Vs[:, None]))[:, None, :]   # |l'_i| gap_i
+    term_q = w * (Kn - q.Ks[0][..., None])                       # (R, m_k, n)
+    term_k = w * (Qn + q.Qs[0][..., None])
+    safe = ~at_risk & (aligned_sign != 0)
+    vote_q = (term_q * safe).sum(-1)
+    vote_k = -(term_k * safe).sum(-1)
+    decided = ((np.abs(term_q) * at_risk).sum(-1) < np.abs(vote_q)) & \
+              ((np.abs(term_k) * at_risk).sum(-1) < np.abs(vote_k))
+    return np.sign(vote_q), np.sign(vote_k), decided

@@ -25,8 +25,8 @@ from .quantities import Quantities, recorded
 class Condition:
     """One assumption: its measured ``value``, the bound ``value < limit`` (or ``== limit``
     for ``op = "="``, ``<=`` for ``op = "<="``), and whether it holds. ``affects`` says which
-    claims need it: ``"dynamics"`` (every SignGD prediction; :func:`in_regime`) or
-    ``"test"`` (the test-error prediction only)."""
+    claims need it: ``"dynamics"`` (every SignGD prediction; :func:`in_regime`),
+    ``"stage III"`` (the majority votes) or ``"test"`` (the test-error prediction)."""
 
     name: str
     value: float
@@ -69,8 +69,15 @@ def move_per_step(history: History, q: Quantities) -> np.ndarray:
     return moves.max(0)
 
 
-def conditions(history: History, q: Quantities, r: int = 0) -> list[Condition]:
-    """The regime conditions of run ``r``."""
+MAX_COLLAPSE_AT_T3 = 0.4
+"""Stage III completes while the softmax is near 1/2: every ``s_i21`` still above 60% of
+its start at ``T3`` (the closed-form votes take ``s_i11 s_i12 = s_i21 s_i22``; over a
+sigma_0 x s sweep they were right in 93% of the runs below this bound and in 40% above)."""
+
+
+def conditions(history: History, q: Quantities, r: int = 0, stages=None) -> list[Condition]:
+    """The regime conditions of run ``r`` (``stages``: the detected stages, for the
+    conditions on when a stage happens)."""
     cfg = history.config
     n, s, d = cfg.n, cfg.s, cfg.d
     xi_l1 = q.xi_l1[r]
@@ -102,6 +109,12 @@ def conditions(history: History, q: Quantities, r: int = 0) -> list[Condition]:
     out.append(Condition(f"median move per step ({what}) / |Qn + Kn| at t=0",
                          float(np.median(move / np.maximum(pair, 1e-300))), "<", MAX_STEP_RATIO,
                          "steps small next to the pairs: alignment follows the pair's sum"))
+    if stages is not None and np.isfinite(stages.T3[r]):
+        k3 = int(np.searchsorted(q.step, stages.T3[r]))
+        collapse = float(1.0 - (q.s21[k3, r] / q.s21[0, r]).min())
+        out.append(Condition("softmax collapse at T3, 1 - min_i s_i21(T3) / s_i21(0)", collapse,
+                             "<", MAX_COLLAPSE_AT_T3, "the closed-form votes assume Stage III ends "
+                             "before the softmax leaves 1/2", affects="stage III"))
     overlap = float(recorded(history, "test_overlap_fraction", np.zeros(q.R))[r])
     p_hit = heldout_hit_fraction(cfg, overlap)
     out.append(Condition("test samples touching trained coordinates", p_hit, "<", 0.05,

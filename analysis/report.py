@@ -77,6 +77,11 @@ def build_report(history: History) -> dict:
     return _json_safe(report)
 
 
+SCOPES = {"dynamics": "outside the theory's regime",
+          "stage III": "caveat for the majority votes", "test": "caveat for the test-error prediction"}
+"""How the notes name a failing regime condition, by what it affects."""
+
+
 def _notes(report: dict, run: int = 0) -> list[str]:
     """Lines under the table: tolerance, grid, optimizer, failed regime conditions."""
     cfg = report["config"]
@@ -97,8 +102,7 @@ def _notes(report: dict, run: int = 0) -> list[str]:
                      "are checked against it, though they are exact for SignGD only")
     for c in rr["regime"]:
         if not c["ok"]:
-            scope = "outside the theory's regime" if c["affects"] == "dynamics" \
-                else "caveat for the test-error prediction"
+            scope = SCOPES.get(c["affects"], f"caveat for {c['affects']}")
             val = "n/a" if c["value"] is None else f"{c['value']:.3g}"
             notes.append(f"{scope}: {c['name']} = {val} (needs {c['bound']}): {c['why']}")
     return notes

@@ -52,7 +52,7 @@ def analyze(history: History, *, tol: float = 1e-9) -> Analysis:
     return Analysis(history=history, q=q, laws=check_laws(q, tol=tol), stages=st,
                     pred=predict(q), decay=s21_decay(q, st.T2), rate=loss_rate(history, q),
                     test=predict_test_error(history, q),
-                    regime=[conditions(history, q, r) for r in range(q.R)])
+                    regime=[conditions(history, q, r, st) for r in range(q.R)])
 
 
 def summarize_run(a: Analysis, r: int) -> dict:
