@@ -50,8 +50,10 @@ at-risk pairs' terms together are smaller than the vote's margin. Once the softm
 leaves 1/2 (Stage IV under way), ``s_i21 s_i22 Qn`` shrinks next to ``s_i11 s_i12 Qs`` and
 the closed form no longer describes the votes.
 
-Stage IV. A pair whose aligned sign differs from its neuron's predicted query-signal sign
-is a *minority* pair: its key noise, then its query noise, are predicted to flip.
+Stage IV. Long after alignment ``Vn_i - Vs ~ r_i t`` and ``|Kn_si| ~ h_i t``, so the query
+signal ends with the late majority ``sign( sum_i r_i h_i a_si )`` (``|l'_i|`` taken equal).
+A pair whose aligned sign differs from it is a *minority* pair: its key noise, then its
+query noise, are predicted to flip.
 """
 
 from __future__ import annotations
@@ -83,10 +85,9 @@ class Predictions:
     (:func:`decided_pairs`).
     ``oscillation_start`` (R, m_k, n): first step of the predicted oscillation (nan if none).
     ``T2`` (R,): last alignment among pairs not at risk (as :mod:`analysis.stages`).
-    ``Qs_sign``, ``Ks_sign`` (R, m_k): majority-vote signs of Stage III.
-    ``majority_decided`` (R, m_k): the at-risk pairs cannot turn the neuron's vote.
+    ``Qs_sign``, ``Ks_sign`` (R, m_k): the late majority, ``sign( sum_i r_i h_i a_si )``
+    (module doc, Stage IV); the votes at a given step are :func:`votes_at`'s.
     ``Q_align``, ``K_align`` (R, m_k, n): the pair when it first shares a sign.
-    Signs and decisions of the votes are taken at the predicted ``T2`` (:func:`votes_at`).
     ``minority`` (R, m_k, n): pairs predicted to flip in Stage IV.
     """
 
@@ -104,7 +105,6 @@ class Predictions:
     T2: np.ndarray
     Qs_sign: np.ndarray
     Ks_sign: np.ndarray
-    majority_decided: np.ndarray
     minority: np.ndarray
     Q_align: np.ndarray
     K_align: np.ndarray
@@ -248,14 +248,17 @@ def predict(q: Quantities) -> Predictions:
     at_start = np.sign(Q1) * np.sign(K1) > 0
     Q_align = np.where(at_start, Q1, Q1 - np.sign(Q1) * k * h)
     K_align = np.where(at_start, K1, K1 - np.sign(K1) * k * h)
-    Qs_sign, Ks_sign, majority_decided = _votes(q, np.nan_to_num(T2, nan=0.0), align_step,
-                                                aligned_sign, at_risk, Q_align, K_align)
+    # Stage IV's majority: long after alignment Vn_i - Vs ~ r_i t and |Kn_si| ~ h_i t, so
+    # the vote weighs each aligned sign by r_i h_i (the l'_i are taken equal)
+    weight = (rate * q.noise_step)[:, None, :]                   # (R, 1, n)
+    Qs_sign = np.sign((weight * aligned_sign).sum(-1))           # (R, m_k)
+    Ks_sign = -Qs_sign
     minority = (aligned_sign != 0) & (aligned_sign != Qs_sign[..., None])
     return Predictions(T1_sample=T1_sample, T1=T1, pair_sum=c, aligned_sign=aligned_sign,
                        align_step=align_step, stuck=stuck, oscillates=oscillates,
                        near_zero=near_zero, at_risk=at_risk, decided=decided,
                        oscillation_start=oscillation_start, T2=T2, Qs_sign=Qs_sign,
-                       Ks_sign=Ks_sign, majority_decided=majority_decided, minority=minority,
+                       Ks_sign=Ks_sign, minority=minority,
                        Q_align=Q_align, K_align=K_align)
 
 

@@ -205,7 +205,8 @@ def test_predicted_alignment_signs_times_and_stuck_pairs(laws_run):
 def test_predicted_majority_is_a_weighted_vote_of_aligned_signs():
     """Three samples, neuron 0: aligned signs (+1, -1, -1). At step 0 the vote is the sum
     of the key noises (two against one); ten steps on, the sample with the larger
-    ``||xi||_1`` has grown its value gap and its key noise six times faster and wins."""
+    ``||xi||_1`` has grown its value gap and its key noise six times faster and wins, as
+    in the late majority, which weighs each sample by ``r_i h_i``."""
     from analysis.predictions import votes_at
 
     c = SimulationConfig(n=3, m_k=1, eta=1e-3, mu_norm=1e-4, steps=5)
@@ -213,8 +214,10 @@ def test_predicted_majority_is_a_weighted_vote_of_aligned_signs():
     h = make_history(c.replace(steps=0), 1, Vn=np.full((1, 1, 3), 0.01), Qn=Qn, Kn=Qn.copy(),
                      xi_l1=np.array([[30.0, 5.0, 5.0]]))
     p = predict(quantities(h))
-    assert p.T2[0] == 0 and p.Qs_sign[0, 0] == -1 and p.Ks_sign[0, 0] == 1
-    assert p.minority[0, 0].tolist() == [True, False, False]
+    assert p.T2[0] == 0 and p.Qs_sign[0, 0] == 1 and p.Ks_sign[0, 0] == -1
+    assert p.minority[0, 0].tolist() == [False, True, True]
+    vote_q, vote_k, decided = votes_at(quantities(h), p, np.array([0.0]))
+    assert (vote_q[0, 0], vote_k[0, 0], decided[0, 0]) == (-1, 1, True)
     vote_q, vote_k, decided = votes_at(quantities(h), p, np.array([10.0]))
     assert (vote_q[0, 0], vote_k[0, 0], decided[0, 0]) == (1, -1, True)
 
