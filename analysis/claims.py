@@ -232,6 +232,11 @@ def _t(x: float) -> str:
     return "never" if not np.isfinite(x) else f"{x:g}"
 
 
+def _n(k: int, noun: str) -> str:
+    """``"1 pair"``, ``"3 pairs"``."""
+    return f"{k} {noun}" + ("" if k == 1 else "s")
+
+
 def _f(x) -> float:
     x = float(x)
     return x if math.isfinite(x) or math.isinf(x) else math.nan
@@ -349,7 +354,7 @@ def check_aligned_sign(run: Run, claim: Claim) -> Check:
         return Check(pred, "no aligned pairs", nothing="no pair outside the at-risk ones aligned")
     wrong = f["aligned_pairs_checked"] - f["aligned_sign_correct"]
     return Check(pred, f"{100 * acc:.1f}% ({f['aligned_sign_correct']}/{f['aligned_pairs_checked']})",
-                 ok=acc >= claim.bound["min_fraction"], why=f"{wrong} pairs aligned with the other sign")
+                 ok=acc >= claim.bound["min_fraction"], why=f"{_n(wrong, 'pair')} aligned with the other sign")
 
 
 def check_period_two(run: Run, claim: Claim) -> Check:
@@ -369,8 +374,8 @@ def check_period_two(run: Run, claim: Claim) -> Check:
         return Check(pred, meas, ok=False, pending="predicted oscillations start less than "
                      f"{claim.bound['flips']:g} steps before the end")
     return Check(pred, meas, ok=False,
-                 why=f"{int(missed.sum())} predicted pairs did not oscillate, "
-                     f"{int(extra.sum())} unpredicted pairs did")
+                 why=f"{_n(int(missed.sum()), 'predicted pair')} did not oscillate, "
+                     f"{_n(int(extra.sum()), 'unpredicted pair')} did")
 
 
 def check_majority(run: Run, claim: Claim) -> Check:
@@ -387,7 +392,7 @@ def check_majority(run: Run, claim: Claim) -> Check:
             + (f"; {shift} Qs shift sign later" if shift else ""))
     ok = f["majority_signs_correct"] == f["majority_signs"]
     return Check(pred, meas, ok=ok,
-                 why=f"{f['majority_signs'] - f['majority_signs_correct']} signs differ")
+                 why=f"{_n(f['majority_signs'] - f['majority_signs_correct'], 'sign')} differ")
 
 
 def check_stage_order(run: Run, claim: Claim) -> Check:
@@ -436,7 +441,7 @@ def check_minority_flip(run: Run, claim: Claim) -> Check:
     stopped = left & ~moving
     if stopped.any():
         return Check(pred, meas, ok=False,
-                     why=f"{int(stopped.sum())} minority keys stopped before flipping")
+                     why=f"{_n(int(stopped.sum()), 'minority key')} stopped before flipping")
     h = q.noise_step[r][None, :]
     cross = run.last + float(np.ceil(np.abs(q.Kn[-1, r]) / h)[left & toward].max(initial=0))
     n_toward = int((left & toward).sum())
