@@ -300,26 +300,29 @@ def pair_facts(a: "Analysis", r: int) -> dict:
 # ---------------------------------------------------------------------------
 
 def check_law(law: int) -> Callable[[Run, Claim], Check]:
+    """Law ``law`` of :mod:`analysis.laws`: at most ``bound["mismatches"]`` checked changes
+    differ from the law; items breaking its assumptions are counted apart."""
     def check(run: Run, claim: Claim) -> Check:
         res = run.a.laws[law]
+        zero = f"{claim.bound['mismatches']:g} mismatches"
         checked, bad = int(res.checked[run.r]), int(res.mismatches[run.r])
         ex = {k: int(v[run.r]) for k, v in res.excluded.items() if v[run.r]}
         apart = "" if not ex else " (apart: " + ", ".join(f"{v} {k}" for k, v in ex.items()) + ")"
         if run.a.laws.step_pairs == 0:
-            return Check("0 mismatches", "not checked", nothing="no consecutive records")
+            return Check(zero, "not checked", nothing="no consecutive records")
         if checked == 0:
-            return Check("0 mismatches", "0 checked" + apart,
+            return Check(zero, "0 checked" + apart,
                          nothing="every item breaks the law's assumptions" + apart)
         first = res.first_mismatch[run.r]
-        return Check(f"{claim.bound['mismatches']:g} mismatches",
-                     (f"{bad} mismatches of {checked}" if bad else f"0 of {checked}") + apart,
+        return Check(zero, (f"{bad} mismatches of {checked}" if bad else f"0 of {checked}") + apart,
                      ok=bad <= claim.bound["mismatches"],
                      why="" if first is None else f"first mismatch at step {first[0]}")
     return check
 
 
 def check_stage_time(name: str) -> Callable[[Run, Claim], Check]:
-    """``T1`` or ``T2``: the closed form against the detector, on the record grid."""
+    """``T1`` or ``T2``: the closed form (:mod:`analysis.predictions`) read on the record
+    grid, ``on_grid(T_pred)``, against the detected time, within ``bound["tolerance"]``."""
     def check(run: Run, claim: Claim) -> Check:
         st, p, r = run.a.stages, run.a.pred, run.r
         pred, meas = float(getattr(p, name)[r]), float(getattr(st, name)[r])
@@ -328,7 +331,7 @@ def check_stage_time(name: str) -> Callable[[Run, Claim], Check]:
         if not run.every_step and np.isfinite(rec):
             shown += f" (record {_t(rec)}, {run.grid})"
         measured = _t(meas)
-        if name == "T2" and st.T2_all[r] != meas:
+        if name == "T2" and not np.isnan(st.T2_all[r]) and st.T2_all[r] != meas:
             measured += f" (all: {_t(st.T2_all[r])})"
         if not np.isfinite(pred) and not np.isfinite(meas):
             return Check(shown, measured, ok=True)
@@ -343,6 +346,8 @@ def check_stage_time(name: str) -> Callable[[Run, Claim], Check]:
 
 
 def check_aligned_sign(run: Run, claim: Claim) -> Check:
+    """Pairs not at risk align with the predicted sign ``sign(c)`` (``c`` the pair's sum at
+    its Stage II start): at least ``bound["min_fraction"]`` of them."""
     f = run.facts
     acc = f["aligned_sign_accuracy"]
     pred = f">= {100 * claim.bound['min_fraction']:g}% of pairs"
@@ -358,6 +363,8 @@ def check_aligned_sign(run: Run, claim: Claim) -> Check:
 
 
 def check_period_two(run: Run, claim: Claim) -> Check:
+    """The pairs predicted to change sign at ``bound["flips"]`` consecutive steps are the
+    ones seen to, among pairs far from zero or decided (:func:`~analysis.predictions.decided_pairs`)."""
     f, p, r = run.facts, run.a.pred, run.r
     und = f["undecided_pairs"]
     pred = (f"{f['predicted_stuck_pairs']} of {f['near_zero_pairs'] - und} decided near-zero pairs"
@@ -379,6 +386,9 @@ def check_period_two(run: Run, claim: Claim) -> Check:
 
 
 def check_majority(run: Run, claim: Claim) -> Check:
+    """At the measured ``T3``, ``sgn Qs_s`` and ``sgn Ks_s`` equal the votes of laws 5-6
+    predicted at that step (:func:`~analysis.predictions.votes_at`), for every neuron
+    whose at-risk pairs cannot turn its vote."""
     f, st, r = run.facts, run.a.stages, run.r
     und = f["majority_undecided_neurons"]
     pred = f"{f['majority_signs']} signs" + (f" ({und} neuron{'s' if und > 1 else ''} undecided)" if und else "")
@@ -396,6 +406,7 @@ def check_majority(run: Run, claim: Claim) -> Check:
 
 
 def check_stage_order(run: Run, claim: Claim) -> Check:
+    """``T1 < T2 < T4`` and ``T1 < T3 < T4`` (measured)."""
     st, r = run.a.stages, run.r
     T1, T2, T3, T4 = (float(getattr(st, k)[r]) for k in ("T1", "T2", "T3", "T4"))
     meas = f"T1={_t(T1)} T2={_t(T2)} T3={_t(T3)} T4={_t(T4)}"
@@ -408,6 +419,8 @@ def check_stage_order(run: Run, claim: Claim) -> Check:
 
 
 def check_s21_decay(run: Run, claim: Claim) -> Check:
+    """The pooled fit of the score gaps from ``T2`` on reads quadratic by
+    :data:`~analysis.fits.GROWTH_RULE`."""
     fit = run.a.decay[run.r]
     pred = (f"quadratic (dAIC > {claim.bound['aic_margin']:g}, most t^2 > 0, "
             f"R2 >= {claim.bound['min_r2']:g})")
@@ -421,6 +434,8 @@ def check_s21_decay(run: Run, claim: Claim) -> Check:
 
 
 def check_minority_flip(run: Run, claim: Claim) -> Check:
+    """Every minority key noise (aligned sign against its neuron's final ``sgn Qs_s``) ends
+    with ``sgn Qs_s``; keys still moving at the end are on their way (not reached)."""
     f, q, r = run.facts, run.a.q, run.r
     n_min = f["minority_pairs"]
     pred = f"{n_min} keys flip"
@@ -452,6 +467,8 @@ def check_minority_flip(run: Run, claim: Claim) -> Check:
 
 
 def check_train_loss(run: Run, claim: Claim) -> Check:
+    """``L`` ends below ``bound["below"]``; if not and it is still falling at the fitted rate
+    ``k``, it gets there near ``t_end + ln(L_end / below) / k`` (not reached)."""
     loss = run.a.history["train_loss"][:, run.r]
     below = claim.bound["below"]
     pred, meas = f"< {below:g} at the end", f"{loss[-1]:.3g}"
@@ -466,6 +483,7 @@ def check_train_loss(run: Run, claim: Claim) -> Check:
 
 
 def check_loss_rate(run: Run, claim: Claim) -> Check:
+    """The fitted ``-d log L / dt`` is within ``bound["rel_tol"]`` of the laws-1-2 rate."""
     rate = run.a.rate[run.r]
     pred = f"{rate['predicted_rate']:.3g}/step"
     if not np.isfinite(rate["rate"]):
@@ -477,6 +495,7 @@ def check_loss_rate(run: Run, claim: Claim) -> Check:
 
 
 def check_test_loss(run: Run, claim: Claim) -> Check:
+    """The test loss changes by less than ``bound["max_change"]`` over the run."""
     tl = run.a.history["test_loss"][:, run.r]
     change = claim.bound["max_change"]
     return Check(f"change < {change:g}", f"{tl[0]:.4f} -> {tl[-1]:.4f}",
@@ -484,6 +503,8 @@ def check_test_loss(run: Run, claim: Claim) -> Check:
 
 
 def check_test_error(run: Run, claim: Claim) -> Check:
+    """The measured test error is within ``bound["sigmas"]`` binomial standard deviations
+    of :func:`~analysis.fits.predict_test_error`'s."""
     te = run.a.test[run.r]
     tol = claim.bound["sigmas"] * te["binomial_sd"]
     ok = abs(te["predicted"] - te["measured"]) <= tol
