@@ -2,7 +2,13 @@
 
 * :func:`s21_decay`: is ``log s_{i,21}`` linear or quadratic in ``t`` during Stage IV?
   The theory says quadratic: ``Qn``, ``Kn`` grow linearly, so the score gap
-  ``g_i = log(s_{i,22} / s_{i,21}) = z_{i,22} - z_{i,21}`` grows like ``t^2``.
+  ``g_i = log(s_{i,22} / s_{i,21}) = z_{i,22} - z_{i,21}`` grows like ``t^2``. Each
+  sample gets its own line and parabola; the residual sums are pooled over samples,
+  and the form follows from those pooled sums alone (:data:`GROWTH_RULE`): the AIC
+  difference ``dAIC = N ln(RSS_lin / RSS_quad) - 2 n`` (``N`` points, ``n`` samples, one
+  extra coefficient each), the pooled ``R^2`` of both fits and the sign of each
+  sample's ``t^2`` coefficient (most must be positive: a sample whose minority pairs are
+  flipping can bend the other way for a while).
 * :func:`loss_rate`: the slope of ``log L`` over the last quarter of training, next to
   the rate laws 1-2 predict from the softmax: with the softmax frozen the margin
   ``y_i f_i = (s_i11 + s_i21) Vs + (s_i12 + s_i22) Vn_i`` grows by
@@ -19,6 +25,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import ndtr
@@ -33,52 +40,117 @@ def _r2(y: np.ndarray, fit: np.ndarray) -> float:
     return 1.0 - float(((y - fit) ** 2).sum()) / ss if ss > 0 else 1.0
 
 
-def classify_growth(t: np.ndarray, g: np.ndarray) -> tuple[str, float, float]:
-    """``"linear"``, ``"quadratic"`` or ``"other"`` for ``g(t)``, with the R^2 of the
-    linear and quadratic least-squares fits. Linear when a line explains 99.9% of the
-    variance; quadratic when the quadratic term is positive, the quadratic fit explains
-    99% and removes at least 90% of the linear fit's residual; linear again if a line
-    still explains 99%; otherwise other."""
-    if t.size < 5 or not np.isfinite(g).all():
-        return "undetermined", math.nan, math.nan
-    ts = (t - t.mean()) / max(t.std(), 1e-300)
-    p1 = np.polyfit(ts, g, 1)
-    p2 = np.polyfit(ts, g, 2)
-    r2_lin, r2_quad = _r2(g, np.polyval(p1, ts)), _r2(g, np.polyval(p2, ts))
-    if r2_lin >= 0.999:
-        return "linear", r2_lin, r2_quad
-    if r2_quad >= 0.99 and p2[0] > 0 and (1 - r2_quad) <= 0.1 * (1 - r2_lin):
-        return "quadratic", r2_lin, r2_quad
-    if r2_lin >= 0.99:
-        return "linear", r2_lin, r2_quad
-    return "other", r2_lin, r2_quad
+AIC_MARGIN = 10.0
+"""The quadratic fit must lower the AIC by more than this (a standard 'strong evidence'
+threshold) to be preferred over the line."""
+MIN_R2 = 0.99
+"""The chosen form must explain at least this fraction of the variance; else ``other``."""
+ROUNDING = 1e-12
+"""Residuals below ``ROUNDING * max|g|`` per point are rounding, not misfit: this floor
+is added to both residual sums, so a straight line recorded in float64 reads linear."""
+MIN_POINTS = 5
 
 
-def s21_decay(q: Quantities, start: np.ndarray) -> list[dict]:
-    """Per run: the decay form of ``s_{i,21}`` from step ``start[r]`` (e.g. ``T2``) on.
+@dataclass(frozen=True)
+class GrowthFit:
+    """Linear and quadratic least-squares fits of ``g(t)``, pooled over curves (samples).
 
-    Returns one dict per run: ``form`` (majority over samples of
-    :func:`classify_growth` of the score gap), ``forms`` (per sample) and the median R^2
-    of the linear and quadratic fits.
+    ``points``: data points; ``curves``: curves fitted (each has its own coefficients);
+    ``ss``, ``rss_linear``, ``rss_quadratic``: total and residual sums of squares
+    (pooled); ``convex``: curves whose ``t^2`` coefficient is positive.
     """
+
+    points: int
+    curves: int
+    ss: float
+    rss_linear: float
+    rss_quadratic: float
+    convex: int
+
+    @property
+    def r2_linear(self) -> float:
+        return 1.0 - self.rss_linear / self.ss if self.ss > 0 else 1.0
+
+    @property
+    def r2_quadratic(self) -> float:
+        return 1.0 - self.rss_quadratic / self.ss if self.ss > 0 else 1.0
+
+    @property
+    def delta_aic(self) -> float:
+        """``AIC_lin - AIC_quad = N ln(RSS_lin / RSS_quad) - 2 n_curves`` (Gaussian
+        residuals; the quadratic has one more coefficient per curve)."""
+        if self.points == 0:
+            return math.nan
+        return self.points * math.log(self.rss_linear / self.rss_quadratic) - 2 * self.curves
+
+    @property
+    def form(self) -> str:
+        """``linear``, ``quadratic``, ``other`` or ``undetermined`` (:data:`GROWTH_RULE`)."""
+        if self.curves == 0:
+            return "undetermined"
+        if self.delta_aic > AIC_MARGIN:
+            ok = 2 * self.convex > self.curves and self.r2_quadratic >= MIN_R2
+            return "quadratic" if ok else "other"
+        return "linear" if self.r2_linear >= MIN_R2 else "other"
+
+    def describe(self) -> str:
+        """The statistics the form is chosen from, as one line."""
+        if self.curves == 0:
+            return "fewer than 5 points"
+        return (f"R2 lin {self.r2_linear:.3f}, quad {self.r2_quadratic:.3f}; "
+                f"dAIC {self.delta_aic:.3g}; t^2 > 0 in {self.convex}/{self.curves}")
+
+
+GROWTH_RULE = (f"quadratic if dAIC > {AIC_MARGIN:g}, t^2 > 0 in most samples and R2 quad >= "
+               f"{MIN_R2:g}; linear if dAIC <= {AIC_MARGIN:g} and R2 lin >= {MIN_R2:g}; "
+               "else other (pooled over samples)")
+"""The model-selection rule of :attr:`GrowthFit.form`, as the report states it."""
+
+
+def fit_growth(curves: list[tuple[np.ndarray, np.ndarray]]) -> GrowthFit:
+    """Pooled linear and quadratic fits of the curves ``(t, g)`` (each with its own
+    coefficients); curves with fewer than :data:`MIN_POINTS` finite points are skipped."""
+    points = used = convex = 0
+    ss = rss1 = rss2 = 0.0
+    for t, g in curves:
+        keep = np.isfinite(g)
+        t, g = np.asarray(t, float)[keep], np.asarray(g, float)[keep]
+        if t.size < MIN_POINTS:
+            continue
+        ts = (t - t.mean()) / max(t.std(), 1e-300)
+        p1, p2 = np.polyfit(ts, g, 1), np.polyfit(ts, g, 2)
+        floor = t.size * (ROUNDING * float(np.abs(g).max())) ** 2
+        points += t.size
+        used += 1
+        convex += int(p2[0] > 0)
+        ss += float(((g - g.mean()) ** 2).sum()) + floor
+        rss1 += float(((g - np.polyval(p1, ts)) ** 2).sum()) + floor
+        rss2 += float(((g - np.polyval(p2, ts)) ** 2).sum()) + floor
+    return GrowthFit(points, used, ss, rss1, rss2, convex)
+
+
+def classify_growth(t: np.ndarray, g: np.ndarray) -> tuple[str, float, float]:
+    """``"linear"``, ``"quadratic"``, ``"other"`` or ``"undetermined"`` for one curve
+    ``g(t)`` (:data:`GROWTH_RULE`), with the R^2 of the linear and quadratic fits."""
+    fit = fit_growth([(t, g)])
+    if fit.curves == 0:
+        return "undetermined", math.nan, math.nan
+    return fit.form, fit.r2_linear, fit.r2_quadratic
+
+
+def s21_decay(q: Quantities, start: np.ndarray) -> list[GrowthFit]:
+    """Per run: the pooled fit of the score gap ``g_i = log s_i22 - log s_i21`` of every
+    sample against ``t``, from step ``start[r]`` (e.g. ``T2``) on (module doc);
+    records where a softmax output is exactly 0 are left out."""
     out = []
     for r in range(q.R):
         t0 = start[r] if np.isfinite(start[r]) else q.step[0]
-        forms, r2l, r2q = [], [], []
+        curves = []
         for i in range(q.Vn.shape[-1]):
             s21, s22 = q.s21[:, r, i], q.s22[:, r, i]
             keep = (q.step >= t0) & (s21 > 0) & (s22 > 0)
-            with np.errstate(divide="ignore"):
-                g = np.log(s22[keep]) - np.log(s21[keep])
-            f, a, b = classify_growth(q.step[keep].astype(float), g)
-            forms.append(f)
-            r2l.append(a)
-            r2q.append(b)
-        names, counts = np.unique(forms, return_counts=True)
-        form = str(names[np.argmax(counts)]) if forms else "undetermined"
-        out.append({"form": form, "forms": forms,
-                    "r2_linear": float(np.nanmedian(r2l)) if np.isfinite(r2l).any() else math.nan,
-                    "r2_quadratic": float(np.nanmedian(r2q)) if np.isfinite(r2q).any() else math.nan})
+            curves.append((q.step[keep], np.log(s22[keep]) - np.log(s21[keep])))
+        out.append(fit_growth(curves))
     return out
 
 
@@ -110,10 +182,8 @@ def loss_rate(history: History, q: Quantities, *, tail: float = 0.25) -> list[di
 
 def heldout_hit_fraction(cfg, overlap: float) -> float:
     """Fraction of test inputs touching at least one trained coordinate,
-    ``1 - (1 - f)^s`` for a recorded overlap fraction ``f``; 0 for the reduced engine,
-    which evaluates test inputs on fresh supports by construction."""
-    if getattr(cfg, "engine", "full") == "reduced":
-        return 0.0
+    ``1 - (1 - f)^s`` for the recorded fraction ``f`` of the evaluated test inputs'
+    noise coordinates that are trained (0 when test inputs sit on fresh supports)."""
     s_eff = cfg.s if cfg.noise == "sparse" else cfg.d - 1
     return 1.0 - (1.0 - overlap) ** s_eff
 
@@ -140,7 +210,7 @@ def predict_test_error(history: History, q: Quantities) -> list[dict]:
             "value_signal": Vs, "fresh_noise_std": sigma,
             "predicted_fresh": fresh, "p_hit": p_hit, "predicted": corrected,
             "measured": float(history["test_error"][-1, r]),
-            "tolerance": 3 * math.sqrt(max(corrected * (1 - corrected), 1e-4) / cfg.n_test),
+            "binomial_sd": math.sqrt(max(corrected * (1 - corrected), 1e-4) / cfg.n_test),
             "train_test_margin_ratio": (margin_train / margin_test if margin_test != 0 else math.inf),
         })
     return out

@@ -7,10 +7,13 @@ Each stage time is a training step (float, ``nan`` when it never happens), per r
   sample ``i`` until the end.
 * ``T2`` (query-key noise sign alignment): first record at which every pair
   ``(Qn_si, Kn_si)`` shares a non-zero sign, leaving out the *at-risk* pairs: those
-  whose sum at their own Stage II start is smaller than one step,
-  ``|Qn_si + Kn_si| < eta ||xi_i||_1``. Such a pair can overshoot and oscillate with
-  period 2 (a discrete-time effect); they are counted and reported apart, and
-  ``T2_all`` gives the time including them (``nan`` if they never align).
+  whose sum at their own Stage II start is within one step plus the signal offsets of
+  zero, ``|Qn_si + Kn_si| < h_i + rho_i |Qs_s| + |Ks_s|`` (:func:`pair_at_risk`;
+  ``h_i = eta ||xi_i||_1``, ``rho_i = s_i11 s_i12 / (s_i21 s_i22)``). Laws 3-4 read
+  ``Kn - Ks`` and ``Qn + rho_i Qs``, so the sign of such a pair's sum does not decide
+  its fate: it can overshoot and oscillate with period 2 (a discrete-time effect), or
+  the signals can push it back. They are counted and reported apart, and ``T2_all``
+  gives the time including them (``nan`` if they never align).
 * ``T3`` (majority voting): first record at or after ``T1`` at which, for every neuron
   ``s``, ``sign(Qs_s)`` equals the vote of law 5 and ``sign(Ks_s)`` the vote of law 6.
   The votes are weighted (by ``|l'_i|`` and the softmax), so the majority can shift
@@ -18,6 +21,13 @@ Each stage time is a training step (float, ``nan`` when it never happens), per r
   from which the agreement holds until the end.
 * ``T4`` (noise-signal softmax decay): first record from which every
   ``s_{i,21} < threshold * s_{i,21}(0)`` until the end (default threshold 1%).
+
+Stage intervals (:func:`stage_of`). Stage ``k`` lasts from the end of stage ``k - 1``
+(step 0 for Stage I) until ``T_k``; Stage IV lasts to the end of the run. When stage
+times come out of order, a step belongs to the *earliest stage not yet complete*: with
+``sigma_0 = 0.05`` the softmax collapse (``T4 = 1074``) happens inside Stage III, which
+lasts until ``T3 = 3114``; Stage IV then starts at 3114. A stage whose time never comes
+lasts to the end of the run.
 """
 
 from __future__ import annotations
@@ -31,6 +41,55 @@ from .quantities import Quantities
 
 S21_THRESHOLD = 0.01
 """T4 threshold: ``s_{i,21}`` below 1% of its initial value (about 1/2)."""
+
+OSCILLATION_FLIPS = 4
+"""A pair oscillates with period 2 when its query noise changes sign at this many
+consecutive steps in a row."""
+
+STAGES = ("I", "II", "III", "IV")
+
+
+def pair_at_risk(pair_sum: np.ndarray, h: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Pairs whose sum at the Stage II start does not decide their fate:
+    ``|Qn + Kn| < h_i + rho_i |Qs_s| + |Ks_s|`` (``offset`` is the sum of the two signal
+    offsets). nan sums (no Stage II start) are not at risk."""
+    with np.errstate(invalid="ignore"):
+        return np.abs(pair_sum) < h + offset
+
+
+def stage_of(stages: "Stages", step: np.ndarray) -> np.ndarray:
+    """Which stage (1 .. 4) each step is in, per run: (len(step), R) int.
+
+    Stage ``k`` lasts until ``T_k``; a step belongs to the earliest stage not yet
+    complete, and to Stage IV once all four are (module doc). Covers every step:
+    ``step`` may be the recorded steps or ``np.arange(steps + 1)``.
+    """
+    times = np.stack([stages.T1, stages.T2, stages.T3, stages.T4])       # (4, R)
+    pending = np.asarray(step)[:, None, None] < np.nan_to_num(times, nan=np.inf)[None]
+    return np.where(pending.any(1), np.argmax(pending, axis=1) + 1, 4)  # (S, R)
+
+
+def stage_intervals(stages: "Stages", last_step: int, r: int = 0) -> list[dict]:
+    """The stage intervals ``[start, end)`` of run ``r`` under :func:`stage_of`'s rule,
+    as ``{"stage", "start", "end"}`` dicts (``end = last_step + 1`` for a stage lasting
+    to the end); a stage whose interval is empty has ``start == end``."""
+    out, start = [], 0
+    for k, name in enumerate(("T1", "T2", "T3", "T4")):
+        t = float(getattr(stages, name)[r])
+        end = last_step + 1 if k == 3 or not np.isfinite(t) else int(max(t, start))
+        end = min(end, last_step + 1)
+        out.append({"stage": STAGES[k], "start": start, "end": end})
+        start = end
+    return out
+
+
+def stage_overlaps(stages: "Stages", r: int = 0) -> str:
+    """Stage times that come before an earlier stage's (``"T4<T3"``, ``;``-joined; empty
+    when the four are in order)."""
+    names = ("T1", "T2", "T3", "T4")
+    t = [float(getattr(stages, n)[r]) for n in names]
+    return ";".join(f"{names[j]}<{names[i]}" for i in range(4) for j in range(i + 1, 4)
+                    if np.isfinite(t[i]) and np.isfinite(t[j]) and t[j] < t[i])
 
 
 def first_from(ok: np.ndarray, step: np.ndarray) -> np.ndarray:
@@ -101,7 +160,7 @@ class Stages:
     s21_threshold: float
 
 
-def oscillating_pairs(q: Quantities, min_flips: int = 4) -> np.ndarray:
+def oscillating_pairs(q: Quantities, min_flips: int = OSCILLATION_FLIPS) -> np.ndarray:
     """Pairs whose query noise changes sign at ``min_flips`` consecutive recorded
     steps in a row (period-2 oscillation), (R, m_k, n) bool."""
     cons = np.diff(q.step) == 1                                   # (T-1,)
@@ -123,7 +182,7 @@ def detect_stages(q: Quantities, *, s21_threshold: float = S21_THRESHOLD) -> Sta
     # Stage II: pairs share a sign; at-risk pairs reported apart
     start = _value_at(q.Qn + q.Kn, step, T1_sample)               # (R, m_k, n)
     h = q.noise_step[:, None, :]                                  # (R, 1, n)
-    at_risk = np.abs(start) < h                                   # nan -> False
+    at_risk = pair_at_risk(start, h, _offsets_at(q, T1_sample))   # nan -> False
     same = (np.sign(q.Qn) == np.sign(q.Kn)) & (q.Qn != 0)         # (T, R, m_k, n)
     after = step[:, None, None] >= np.nan_to_num(T1_sample, nan=np.inf)[None]   # (T, R, n)
     aligned_now = same & after[:, :, None, :]
@@ -145,6 +204,18 @@ def detect_stages(q: Quantities, *, s21_threshold: float = S21_THRESHOLD) -> Sta
                   at_risk=at_risk, oscillating=oscillating_pairs(q),
                   pair_sum_at_start=start, pair_align_step=pair_align,
                   aligned_sign=aligned_sign, s21_threshold=s21_threshold)
+
+
+def _offsets_at(q: Quantities, when: np.ndarray) -> np.ndarray:
+    """``rho_i |Qs_s| + |Ks_s|`` at per-sample steps ``when`` (R, n), (R, m_k, n);
+    0 where ``when`` is nan."""
+    idx = np.clip(np.searchsorted(q.step, np.nan_to_num(when, nan=q.step[-1])), 0, q.step.size - 1)
+    r = np.arange(when.shape[0])[:, None]                         # (R, 1)
+    rho = (q.s11 * q.s12 / (q.s21 * q.s22))[idx, r, np.arange(when.shape[1])]   # (R, n)
+    qs = np.abs(q.Qs[idx[:, None, :], r[:, :, None], np.arange(q.Qs.shape[2])[None, :, None]])
+    ks = np.abs(q.Ks[idx[:, None, :], r[:, :, None], np.arange(q.Ks.shape[2])[None, :, None]])
+    out = rho[:, None, :] * qs + ks                               # (R, m_k, n)
+    return np.where(np.isnan(when)[:, None, :], 0.0, out)
 
 
 def _pair_value_at(x: np.ndarray, step: np.ndarray, when: np.ndarray) -> np.ndarray:

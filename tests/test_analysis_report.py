@@ -126,7 +126,13 @@ def test_summary_keys_and_types_on_a_batch_and_other_optimizers(tiny_config):
 def test_batch_report_counts_verdicts_over_runs(tiny_config):
     rep = build_report(train(tiny_config.replace(n_seeds=2)).history)
     assert len(rep["runs"]) == 2
-    assert "verdicts over runs" in format_table(rep)
+    table = format_table(rep)
+    assert "over 2 runs (seeds 3..4):" in table
+    for key, agg in rep["aggregate"].items():
+        assert agg["runs"] == 2 and sum(agg["verdicts"].values()) == 2, key
+        assert agg["agrees"] + len(agg["not_agreeing"]) == 2, key
+        line = f"  {key}: {agg['agrees']} of 2 agree"
+        assert line in table, line
 
 
 def test_regime_failure_is_not_reported_as_a_finding(tiny_config):

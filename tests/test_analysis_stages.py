@@ -203,15 +203,23 @@ def test_predicted_alignment_signs_times_and_stuck_pairs(laws_run):
 
 
 def test_predicted_majority_is_a_weighted_vote_of_aligned_signs():
-    """Two samples, neuron 0: aligned signs (+1, -1) with weights r_i h_i; the heavier
-    sample (larger ||xi||_1) wins, whatever the count."""
+    """Three samples, neuron 0: aligned signs (+1, -1, -1). At step 0 the vote is the sum
+    of the key noises (two against one); ten steps on, the sample with the larger
+    ``||xi||_1`` has grown its value gap and its key noise six times faster and wins, as
+    in the late majority, which weighs each sample by ``r_i h_i``."""
+    from analysis.predictions import votes_at
+
     c = SimulationConfig(n=3, m_k=1, eta=1e-3, mu_norm=1e-4, steps=5)
     Qn = np.array([[[0.05, -0.05, -0.05]]])[None]   # (T=1, R=1, m_k=1, n=3)
     h = make_history(c.replace(steps=0), 1, Vn=np.full((1, 1, 3), 0.01), Qn=Qn, Kn=Qn.copy(),
                      xi_l1=np.array([[30.0, 5.0, 5.0]]))
     p = predict(quantities(h))
-    assert p.Qs_sign[0, 0] == 1 and p.Ks_sign[0, 0] == -1
+    assert p.T2[0] == 0 and p.Qs_sign[0, 0] == 1 and p.Ks_sign[0, 0] == -1
     assert p.minority[0, 0].tolist() == [False, True, True]
+    vote_q, vote_k, decided = votes_at(quantities(h), p, np.array([0.0]))
+    assert (vote_q[0, 0], vote_k[0, 0], decided[0, 0]) == (-1, 1, True)
+    vote_q, vote_k, decided = votes_at(quantities(h), p, np.array([10.0]))
+    assert (vote_q[0, 0], vote_k[0, 0], decided[0, 0]) == (1, -1, True)
 
 
 # ---------------------------------------------------------------- fits
@@ -238,7 +246,7 @@ def test_s21_decay_reads_the_score_gap(gap, form):
     S[:, 0, :, 1, 0] = expit(-gap(t))[:, None]
     S[:, 0, :, 1, 1] = expit(gap(t))[:, None]
     q = quantities(make_history(cfg(n=2), T, softmax=S))
-    assert s21_decay(q, np.array([0.0]))[0]["form"] == form
+    assert s21_decay(q, np.array([0.0]))[0].form == form
 
 
 # ---------------------------------------------------------------- regime
@@ -253,3 +261,103 @@ def test_regime_flags_dense_noise_and_shared_supports():
     failed = {c.name for c in conditions(h2, quantities(h2)) if not c.ok}
     assert {"sparse noise", "fraction of samples sharing coordinates"} <= failed
     assert not in_regime(conditions(h2, quantities(h2)))
+
+
+# ---------------------------------------------------------------- closed form vs a plain loop
+def pair_loop(Q0, K0, h, t1, steps):
+    """Laws 3-4 with the signals neglected, one pair, step by step:
+    ``dQ = g h sign(K)``, ``dK = g h sign(Q)``, ``g = -1`` before ``t1``, else ``+1``."""
+    Q, K, out = Q0, K0, [(Q0, K0)]
+    for t in range(steps):
+        g = -1.0 if t < t1 else 1.0
+        Q, K = Q + g * h * np.sign(K), K + g * h * np.sign(Q)
+        out.append((Q, K))
+    return out
+
+
+def test_stage_closed_forms_match_a_plain_loop():
+    """Every case of Stage I (apart, shrink, one member crosses, both cross together and
+    oscillate) and Stage II (aligned, aligns at T1 + k, stuck), on random pairs."""
+    from analysis.predictions import stage_one, stage_two
+
+    rng = np.random.default_rng(5)
+    h = 1.0
+    Q0 = rng.normal(0, 4, 400)
+    K0 = np.where(np.arange(400) % 4 == 0, Q0 + rng.uniform(-0.3, 0.3, 400), rng.normal(0, 4, 400))
+    t1 = rng.integers(0, 12, 400).astype(float)
+    Q1, K1, together, k0 = stage_one(Q0, K0, h, t1)
+    sign, step, stuck = stage_two(Q1, K1, h, t1)
+    assert together.sum() > 20 and stuck.sum() > 5            # the rare cases are covered
+    for j in range(400):
+        traj = pair_loop(Q0[j], K0[j], h, int(t1[j]), 60)
+        assert traj[int(t1[j])] == pytest.approx((Q1[j], K1[j]), abs=1e-12), j
+        shared = [t for t in range(int(t1[j]), 61) if np.sign(traj[t][0]) == np.sign(traj[t][1])]
+        if stuck[j]:
+            assert not shared, j
+        else:
+            assert shared[0] == step[j] and np.sign(traj[shared[0]][0]) == sign[j], j
+            assert all(np.sign(traj[t][0]) == sign[j] == np.sign(traj[t][1])
+                       for t in range(shared[0], 61)), j
+
+
+def test_stage_one_double_crossing_is_predicted_to_oscillate():
+    """A common-sign pair whose members cross zero in the same step of Stage I swaps
+    sides every step until T1_i; the old closed form sent it far apart instead."""
+    n, m_k = 2, 1
+    c = SimulationConfig(n=n, m_k=m_k, eta=1e-3, mu_norm=1e-5, steps=30, seed=0)
+    xi_l1 = np.full((1, n), 10.0)
+    hstep = 1e-3 * 10.0
+    Vn = np.array([[-0.14, 0.5]])                  # sample 0: T1_0 = 8 (rate 2 h); sample 1: 0
+    state0 = {"Vs": np.zeros(1), "Vn": Vn, "Qs": np.zeros((1, m_k)), "Ks": np.zeros((1, m_k)),
+              "Qn": np.array([[[1.36, 5.0]]]) * hstep, "Kn": np.array([[[1.41, 5.0]]]) * hstep}
+    q = quantities(law_history(c, state0, xi_l1))
+    p, st = predict(q), detect_stages(q)
+    assert p.T1_sample[0, 0] == st.T1_sample[0, 0] == 8
+    assert p.pair_sum[0, 0, 0] == pytest.approx(-1.23 * hstep)
+    assert p.oscillates[0, 0, 0] and st.oscillating[0, 0, 0]
+    assert p.align_step[0, 0, 0] == st.pair_align_step[0, 0, 0] == 8
+    assert p.aligned_sign[0, 0, 0] == st.aligned_sign[0, 0, 0] == -1
+
+
+# ---------------------------------------------------------------- stage intervals
+def stages_with(T1, T2, T3, T4):
+    from analysis.stages import Stages
+
+    arr = lambda v: np.array([float(v)])            # noqa: E731
+    z = np.zeros((1, 1, 1))
+    return Stages(T1=arr(T1), T2=arr(T2), T2_all=arr(T2), T3=arr(T3), T3_settled=arr(T3),
+                  T4=arr(T4), T1_sample=np.zeros((1, 1)), at_risk=z > 0, oscillating=z > 0,
+                  pair_sum_at_start=z, pair_align_step=z, aligned_sign=z, s21_threshold=0.01)
+
+
+@pytest.mark.parametrize("times, starts", [
+    ((4, 49, 213, 1131), [0, 4, 49, 213]),           # in order: I [0,4) II [4,49) III [49,213) IV
+    ((4, 40, 3114, 1074), [0, 4, 40, 3114]),         # sigma_0 = 0.05: T4 inside Stage III
+    ((4, 40, math.nan, 1074), [0, 4, 40, None]),     # T3 never: Stage III lasts to the end
+])
+def test_stage_of_covers_every_step_with_the_earliest_unfinished_stage(times, starts):
+    from analysis.stages import stage_intervals, stage_of
+
+    st = stages_with(*times)
+    steps = np.arange(4001)
+    k = stage_of(st, steps)[:, 0]
+    assert k.shape == steps.shape and set(np.unique(k)) <= {1, 2, 3, 4}
+    assert np.all(np.diff(k) >= 0)                    # stages never go back
+    for stage, start in enumerate(starts, 1):
+        if start is None:
+            assert stage not in k
+        else:
+            assert k[start] == stage and (start == 0 or k[start - 1] == stage - 1)
+    iv = stage_intervals(st, 4000)
+    assert [d["stage"] for d in iv] == ["I", "II", "III", "IV"]
+    assert iv[0]["start"] == 0 and iv[-1]["end"] == 4001
+    assert all(a["end"] == b["start"] for a, b in zip(iv, iv[1:]))
+    for d, stage in zip(iv, range(1, 5)):
+        assert np.all(k[d["start"]:d["end"]] == stage)
+
+
+def test_stage_overlaps_names_out_of_order_times():
+    from analysis.stages import stage_overlaps
+
+    assert stage_overlaps(stages_with(4, 40, 3114, 1074)) == "T4<T3"
+    assert stage_overlaps(stages_with(4, 49, 213, 1131)) == ""
