@@ -81,6 +81,8 @@ class GrowthFit:
         residuals; the quadratic has one more coefficient per curve)."""
         if self.points == 0:
             return math.nan
+        if self.rss_quadratic == 0.0:      # an exact quadratic: no better than an exact line
+            return -2.0 * self.curves if self.rss_linear == 0.0 else math.inf
         return self.points * math.log(self.rss_linear / self.rss_quadratic) - 2 * self.curves
 
     @property

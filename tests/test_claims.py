@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from analysis import sweep
+from workflows import sweep
 from analysis.claims import (AGREES, CLAIMS, COLUMNS, NOT_APPLICABLE, NOT_REACHED, VERDICTS,
                              columns, columns_markdown, grid_text, on_grid)
 from analysis.fits import AIC_MARGIN, MIN_R2, fit_growth

@@ -166,7 +166,9 @@ def test_load_sweep_types_the_columns_of_a_real_sweep(tmp_path):
     dtypes = table.dtypes
     assert dtypes["mu_norm"] == "float64" and dtypes["steps"] == "int64" and dtypes["seed"] == "int64"
     assert dtypes["record_every"] == "int64" and table["record_every"].iloc[0] == 2
-    assert dtypes["T1"] == "float64" and dtypes["law1_mismatches"] == "int64"
+    # laws need every step recorded: unchecked here, so NaN (never 0) and a float column
+    assert dtypes["T1"] == "float64" and dtypes["law1_mismatches"] == "float64"
+    assert table["law1_mismatches"].isna().all()
     assert dtypes["in_regime"] == "bool"
     assert dtypes["label"] == "string" and dtypes["s21_decay"] == "string"
     assert dtypes["beta1"] == "float64" and table["beta1"].isna().all()     # SignGD has none

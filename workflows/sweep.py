@@ -407,7 +407,9 @@ def point_rows(point: Point, result: dict[str, Any]) -> list[dict[str, Any]]:
     for summary in result["summaries"]:
         row = {"point": point.key, "label": point.label, "optimizer": point.config.optimizer}
         row.update(config_fields)
-        row.update(summary)                       # includes the run's own seed
+        # the run's summary (it includes the run's own seed); the config's own fields
+        # win where the summary repeats one (after a failed analysis it holds NaN)
+        row.update({k: v for k, v in summary.items() if k not in row or k == "seed"})
         row["point_seconds"] = result["seconds"]
         rows.append(row)
     return rows
