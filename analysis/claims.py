@@ -448,7 +448,7 @@ def check_minority_flip(run: Run, claim: Claim) -> Check:
     # unflipped minority keys: law 4 turns a key toward sgn Qs_s once
     # s_i11 s_i12 |Qs_s| > s_i21 s_i22 |Qn_si|, and s_i21 keeps collapsing, so a key still
     # moving at the end is on its way; one that stopped (l'_i or the softmax product
-    # underflowed, SETTING.md section 8) never gets there
+    # underflowed, docs/theory.md section 8) never gets there
     major = f["_final_major"]                                     # (m_k, 1)
     left = f["_minority"] & (np.sign(q.Kn[-1, r]) != major)       # (m_k, n)
     moving = np.diff(q.Kn[-2:, r], axis=0)[0] != 0 if q.step.size > 1 else np.ones_like(left)

@@ -1,4 +1,4 @@
-"""Fits and outcome predictions from measured quantities (``SETTING.md`` sections 6-7).
+"""Fits and outcome predictions from measured quantities (``docs/theory.md`` sections 6-7).
 
 * :func:`s21_decay`: is ``log s_{i,21}`` linear or quadratic in ``t`` during Stage IV?
   The theory says quadratic: ``Qn``, ``Kn`` grow linearly, so the score gap

@@ -1,4 +1,4 @@
-"""Checks of the six exact one-step laws of SignGD (``SETTING.md`` section 5).
+"""Checks of the six exact one-step laws of SignGD (``docs/theory.md`` section 5).
 
 For every pair of consecutive recorded steps ``(t, t + 1)`` each observed change is
 compared with the law's prediction from the state at ``t``::

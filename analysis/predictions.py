@@ -1,4 +1,4 @@
-"""Closed-form predictions of the stages from the initial state (``SETTING.md`` sections
+"""Closed-form predictions of the stages from the initial state (``docs/theory.md`` sections
 5-6), to set next to what :mod:`analysis.stages` measures. They are SignGD's: every
 step moves a noise inner product by exactly ``h_i = eta ||xi_i||_1``.
 

@@ -1,4 +1,4 @@
-"""The inner products the theory reasons about (``SETTING.md`` section 4), read from a
+"""The inner products the theory reasons about (``docs/theory.md`` section 4), read from a
 recorded history, for one run or a batch of runs.
 
 Dimension names are those of :mod:`simulator.config`: ``T`` recorded steps, ``R`` runs,

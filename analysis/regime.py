@@ -1,4 +1,4 @@
-"""Is a configuration inside the regime the theory assumes? (``SETTING.md`` sections 1, 5, 6)
+"""Is a configuration inside the regime the theory assumes? (``docs/theory.md`` sections 1, 5, 6)
 
 Each condition is measured from the config and the recorded history, compared with a
 stated bound (data: ``op`` and ``limit``), and explained in one line. A prediction that

@@ -155,7 +155,7 @@ def _cell(text: str) -> str:
 def _markdown(report: dict) -> str:
     cfg = report["config"]
     lines = ["# Theory check report", "",
-             "Each prediction of the SignGD theory (Li et al. 2024; `SETTING.md` sections 5-7) "
+             "Each prediction of the SignGD theory (Li et al. 2024; `docs/theory.md` sections 5-7) "
              "next to what this run measured. Verdicts: " + ", ".join(f"*{v}*" for v in VERDICTS)
              + "; every verdict but *agrees* says why (`analysis.claims`).", "",
              f"Config: `{json.dumps(cfg, sort_keys=True)}`", ""]

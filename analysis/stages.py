@@ -1,4 +1,4 @@
-"""Detection of the four stages of SignGD training (``SETTING.md`` section 6) in a
+"""Detection of the four stages of SignGD training (``docs/theory.md`` section 6) in a
 recorded history.
 
 Each stage time is a training step (float, ``nan`` when it never happens), per run:

@@ -5,7 +5,7 @@ from given section-4 arrays, and the exact SignGD evolution of the theory's stat
 default, so a test can set only what a detector looks at.
 
 :func:`law_history` evolves the closed state ``(Vs, Vn_i, Qs_s, Ks_s, Qn_si, Kn_si)`` of
-``SETTING.md`` section 9 by laws 1-6 (section 5), with the softmax and ``l'_i`` computed
+``docs/theory.md`` section 9 by laws 1-6 (section 5), with the softmax and ``l'_i`` computed
 from the state::
 
     z_11 = sum_s Qs Ks,  z_12 = sum_s Qs Kn_si,  z_21 = sum_s Qn_si Ks,  z_22 = sum_s Qn_si Kn_si
@@ -71,7 +71,7 @@ def softmax_and_lprime(Vs, Vn, Qs, Ks, Qn, Kn):
 
 
 def signgd_step(state: dict, S, lprime, eta: float, mu_norm: float, xi_l1) -> dict:
-    """One step of laws 1-6 (``SETTING.md`` section 5) on the state dict."""
+    """One step of laws 1-6 (``docs/theory.md`` section 5) on the state dict."""
     Vs, Vn, Qs, Ks, Qn, Kn = (state[k] for k in ("Vs", "Vn", "Qs", "Ks", "Qn", "Kn"))
     s11, s12, s21, s22 = S[..., 0, 0], S[..., 0, 1], S[..., 1, 0], S[..., 1, 1]   # (R, n)
     h = (eta * xi_l1)[:, None, :]                                  # (R, 1, n)

@@ -2,7 +2,7 @@
 
 The default config (``SimulationConfig()``) is the paper's regime with disjoint supports
 and separated stages; a run takes about 5 s. Expectations come from the theory
-(``SETTING.md`` sections 5-7), not from a recorded run:
+(``docs/theory.md`` sections 5-7), not from a recorded run:
 
 * laws 1-6 are exact, so zero mismatches at a tolerance of 1e-9 of one step;
 * stages come in order T1 < T2 < T4 and T1 < T3 < T4;
