@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from simulator import History
-from simulator.io import atomic_write_text
+from simulator.io import atomic_write_with
 from simulator.optimizers import is_sign_like
 
 from .claims import VERDICTS, aggregate, grid_text, results
@@ -183,18 +183,35 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(run_dir: str | os.PathLike) -> str:
-    """Analyze a run directory; write ``report.md``, ``report.json``, ``stages.png`` and
-    ``loss.png`` into it; return the printable table."""
+def write_report(run_dir: str | os.PathLike, history: History | None = None) -> str:
+    """Analyze a run directory; add ``report.md``, ``report.json``, ``stages.png`` and
+    ``loss.png`` to it as a whole (:func:`simulator.rundir.add_to_run_dir`; a run
+    directory from before manifests gets the files one by one); return the printable
+    table. ``history``: the run's history when the caller has it (not read again)."""
+    import tempfile
+
+    from simulator.rundir import MissingManifestError, add_to_run_dir, config_digest, read_manifest
+
     from .figures import save_loss_figure, save_stages_figure
 
     run_dir = Path(run_dir)
-    history = History.load(run_dir)
+    history = History.load(run_dir) if history is None else history
     report = build_report(history)
-    atomic_write_text(run_dir / REPORT_JSON, json.dumps(report, indent=1, allow_nan=False) + "\n")
-    atomic_write_text(run_dir / REPORT_MD, _markdown(report))
-    save_stages_figure(history, run_dir / STAGES_PNG)
-    save_loss_figure(history, run_dir / LOSS_PNG)
+    files = {REPORT_JSON: json.dumps(report, indent=1, allow_nan=False) + "\n",
+             REPORT_MD: _markdown(report)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, save in ((STAGES_PNG, save_stages_figure), (LOSS_PNG, save_loss_figure)):
+            save(history, Path(tmp) / name)
+            if (Path(tmp) / name).is_file():
+                files[name] = (Path(tmp) / name).read_bytes()
+    try:
+        read_manifest(run_dir)
+    except MissingManifestError:
+        for name, data in files.items():
+            atomic_write_with(run_dir / name, lambda fh, data=data: fh.write(
+                data.encode() if isinstance(data, str) else data))
+    else:
+        add_to_run_dir(run_dir, files, expect_config_digest=config_digest(history.config))
     table = format_table(report)
     return table + f"\nwrote {run_dir / REPORT_MD}, {REPORT_JSON}, {STAGES_PNG}, {LOSS_PNG}"
 

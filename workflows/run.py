@@ -127,7 +127,7 @@ def command_run(args: argparse.Namespace) -> int:
     if not args.no_report:
         from analysis.report import write_report
 
-        print(write_report(out))
+        print(write_report(out, history))
     return 0
 
 
