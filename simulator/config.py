@@ -51,6 +51,7 @@ ENGINES = ("full", "reduced")
 COORDINATES = ("active", "all")
 REDUCED_INITS = ("data", "distribution")
 DATA_SOURCES = ("synthetic", "digits")
+POOLINGS = ("sum", "mean")
 
 INT64_MAX = 2**63 - 1
 """Largest ``d`` and ``seed + n_seeds - 1``: coordinates and seeds are int64 (the
@@ -109,6 +110,19 @@ class SimulationConfig:
     sigma_0: float = 0.005
     """Initial weight scale. Initial attention scores are about
     ``sigma_0^2 sigma_p^2 s sqrt(m_k) ~ 1.6e-3``, far below 1 (section 6)."""
+
+    score_scale: float = 1.0
+    """Score scale ``tau``: ``z_lk = tau <W_Q x_l, W_K x_k>``; 1 as in the paper's
+    setting, ``1/sqrt(m_k)`` in standard transformers (give it by value)."""
+    pooling: str = "sum"
+    """``sum``: ``f = sum_l sum_k S_lk u_k`` over query positions ``l``; ``mean``:
+    ``(1/L)`` times that, as the ViT line of work averages."""
+    feature_noise: float = 0.0
+    """``alpha``: the noise patch is ``xi - alpha y mu`` (the sparse-noise model of Zou
+    et al. 2023), so it has a component on the signal coordinate; 0 here."""
+    batch_size: int | None = None
+    """Samples per step, drawn without replacement from a stream keyed by (seed,
+    step); ``None``: all ``n`` (full batch, the paper's setting)."""
 
     # --- optimizer (section 3) ---
     optimizer: str = "signgd"
@@ -254,9 +268,9 @@ def allowed_range(name: str) -> str:
         return "one of " + ", ".join(rule[1])
     if rule[0] == "int":
         lo, hi = rule[1], rule[2]
-        if hi is None:
-            return f"integer >= {lo}"
-        return f"integer from {lo} to {'d - 1' if callable(hi) else hi}"
+        bound = {"s": "d - 1", "batch_size": "n"}.get(name, hi) if callable(hi) else hi
+        text = f"integer >= {lo}" if hi is None else f"integer from {lo} to {bound}"
+        return text + (" or None (all n samples)" if len(rule) > 3 and rule[3] else "")
     lo, hi, lo_open, hi_open, optional = rule[1:]
     text = (f"{'(' if lo_open else '['}{_fmt_bound(lo)}, "
             f"{_fmt_bound(hi) + (')' if hi_open else ']') if hi is not None else 'inf)'}")
@@ -290,9 +304,10 @@ def field_type(name: str) -> type:
 # validation: declarative rules, checked once when a config is built
 # ---------------------------------------------------------------------------
 
-def _int_rule(lo, hi):
-    """An integer in ``[lo, hi]`` (``hi`` may be a function of the config)."""
-    return ("int", lo, hi)
+def _int_rule(lo, hi, optional=False):
+    """An integer in ``[lo, hi]`` (``hi`` may be a function of the config);
+    ``optional``: ``None`` is allowed too."""
+    return ("int", lo, hi, optional)
 
 
 def _float_rule(lo, hi=None, lo_open=False, hi_open=False, optional=False):
@@ -316,6 +331,10 @@ _RULES: dict[str, tuple] = {
     "m_k": _int_rule(1, MAX_COUNT),
     "m_v": _int_rule(1, MAX_COUNT),
     "sigma_0": _float_rule(0.0, lo_open=True),
+    "score_scale": _float_rule(0.0, lo_open=True),
+    "pooling": _choice_rule(POOLINGS),
+    "feature_noise": _float_rule(0.0, 1.0, hi_open=True),
+    "batch_size": _int_rule(1, lambda c: c.n, optional=True),
     "optimizer": _choice_rule(OPTIMIZERS),
     "eta": _float_rule(0.0, lo_open=True),
     "beta1": _float_rule(0.0, 1.0, hi_open=True, optional=True),
@@ -469,6 +488,8 @@ def _validate(cfg: SimulationConfig) -> None:
         kind = rule[0]
         if kind == "int":
             lo, hi = rule[1], rule[2]
+            if len(rule) > 3 and rule[3] and value is None:
+                continue
             hi = hi(cfg) if callable(hi) else hi
             object.__setattr__(cfg, f.name, _as_int(f.name, value, lo, hi))
         elif kind == "float":

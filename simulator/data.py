@@ -138,3 +138,24 @@ def draw_training_set(config: SimulationConfig, seed: int) -> NoisyDataset:
 def draw_test_set(config: SimulationConfig, seed: int) -> NoisyDataset:
     """The held-out test set of the run with ``seed`` (fresh draws)."""
     return generate_dataset(config, np.random.default_rng([seed, TEST_STREAM]), config.n_test)
+
+
+#: Weight-row offset of the mini-batch keys in the counter-based generator (far from
+#: every weight row, so batches and initial weights are independent).
+BATCH_ROW = 2 ** 40
+
+
+def minibatch(seeds: np.ndarray, step: int, n: int, batch_size: int) -> np.ndarray:
+    """The samples of step ``step``'s mini-batch for each run, ``(R, n)`` bool: the
+    ``batch_size`` samples with the smallest keys ``N(0, 1)[seed, step, i]`` (counter-based,
+    :func:`~simulator.initialization.coordinate_normals`), so a batch is drawn without
+    replacement, a run's batches do not depend on the other runs of a batch, and the
+    same seed gives the same batches."""
+    from .initialization import coordinate_normals
+
+    out = np.zeros((len(seeds), n), dtype=bool)
+    rows = np.array([BATCH_ROW + step])
+    for r, seed in enumerate(seeds):
+        keys = coordinate_normals(int(seed), rows, np.arange(n))[0]          # (n,)
+        out[r, np.argpartition(keys, batch_size - 1)[:batch_size]] = True
+    return out

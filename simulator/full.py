@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from .model import (LossAndGradient, forward_from_projections, held_out_margins,
+from .model import (LossAndGradient, ModelOptions, forward_from_projections, held_out_margins,
                     held_out_statistics, loss_and_gradient)
 from .optimizers import make_optimizer
 from .problem import L, TrainingProblem
@@ -73,6 +73,8 @@ class FullEngine:
         config = problem.config
         self.problem, self.layout, self.config = problem, problem.layout, config
         self.optimizer = make_optimizer(config)
+        self.options = ModelOptions.of(config)
+        self.alpha = config.feature_noise
         self.eta = config.eta
         self.R = problem.R
         self.test = test_columns(problem)
@@ -92,9 +94,11 @@ class FullEngine:
         """The weights ``W`` (R, M, D) at initialization (a copy)."""
         return self.problem.W0.copy()
 
-    def evaluate(self, W: np.ndarray) -> LossAndGradient:
-        """Forward and backward pass at ``W``: margins ``(R, n)``, softmax, ``grad L``."""
-        return loss_and_gradient(W, self.problem.X, self.problem.y, self.layout)
+    def evaluate(self, W: np.ndarray, batch: np.ndarray | None = None) -> LossAndGradient:
+        """Forward and backward pass at ``W``: margins ``(R, n)``, softmax, and ``grad L``
+        of the mini-batch ``batch`` (all samples when ``None``)."""
+        return loss_and_gradient(W, self.problem.X, self.problem.y, self.layout,
+                                 self.options, batch)
 
     def update(self, W: np.ndarray, ev: LossAndGradient, state, t: int):
         """``W <- W - eta * P(grad L)`` in place; returns the optimizer's new state."""
@@ -136,7 +140,10 @@ class FullEngine:
             noise_proj = np.take_along_axis(proj, order[..., 1, None, None], axis=3)[:, :, :, 0]
             S = np.take_along_axis(S, order[..., :, None], axis=3)
             S = np.take_along_axis(S, order[..., None, :], axis=4)
-        yn = problem.y[..., None] * noise_proj                           # (K, R, n, M) y_i W xi_i
+        yn = problem.y[..., None] * noise_proj                           # (K, R, n, M) y_i W x_noise
+        if self.alpha:                      # x_noise = xi - alpha y_clean mu: add back its mu part
+            c = problem.y * problem.stacked("y_clean")                   # (R, n)
+            yn = yn + self.alpha * c[..., None] * (mu * w_signal)[:, :, None, :]  # y_i W xi_i
         return {
             "Vs": mu * (w_signal[..., lay.Vp].mean(-1) - w_signal[..., lay.Vm].mean(-1)),
             "Vn": yn[..., lay.Vp].mean(-1) - yn[..., lay.Vm].mean(-1),
@@ -198,13 +205,13 @@ class FullEngine:
         for r in range(R):
             if self._held_out[r] is None:                                # digits
                 proj = self.held_out_projections(snaps, r)
-                margin = self.problem.test_y[r] * forward_from_projections(proj, lay).f
+                margin = self.problem.test_y[r] * forward_from_projections(proj, lay, self.options).f
             else:
                 fixed, (touched, y_clean, c, noise) = self._held_out[r]
                 w0 = snaps[:, r, None, :, 0]                             # (K, 1, M): W e_0
                 Qs, Ks = mu * w0[..., lay.Q], mu * w0[..., lay.K]
                 Vs = mu * (w0[..., lay.Vp].mean(-1) - w0[..., lay.Vm].mean(-1))   # (K, 1)
-                parts = [held_out_margins(Qs, Ks, Vs, *fixed)]
+                parts = [held_out_margins(Qs, Ks, Vs, *fixed, options=self.options)]
                 if touched.size:
                     M, C = snaps.shape[2:]
                     Wc = snaps[:, r].transpose(2, 0, 1).reshape(C, K * M)          # (C, K M)
@@ -213,7 +220,8 @@ class FullEngine:
                     pn *= y_clean[:, None]                                         # signal frame
                     un = pn[..., lay.Vp].mean(-1) - pn[..., lay.Vm].mean(-1)
                     parts.append(held_out_margins(Qs, Ks, Vs, pn[:, None, :, lay.Q],
-                                                  pn[:, None, :, lay.K], un[:, None], c[None]))
+                                                  pn[:, None, :, lay.K], un[:, None], c[None],
+                                                  options=self.options))
                 margin = np.concatenate(parts, axis=-1)[:, 0]                      # (K, n_test)
             for name, value in held_out_statistics(margin).items():
                 out.setdefault(name, np.empty((K, R)))[:, r] = value

@@ -54,6 +54,8 @@ SCHEMA: tuple[Field, ...] = (
     Field("test_margin_std", ("T", "R"), "float64", "standard deviation of y f over the test set"),
     Field("margin", ("T", "R", "n"), "float64", "training margins y_i f(X_i)"),
     Field("lprime", ("T", "R", "n"), "float64", "loss derivatives l'_i = -1 / (1 + exp(y_i f_i))"),
+    Field("batch", ("T", "R", "n"), "bool",
+          "sample i is in the mini-batch of the update from this step (all True: full batch)"),
     Field("Vs", ("T", "R"), "float64", "mean value signal <vbar, mu>"),
     Field("Vn", ("T", "R", "n"), "float64", "mean value noise <vbar, y_i xi_i>"),
     Field("Qs", ("T", "R", "m_k"), "float64", "query signal <w_{Q,s}, mu>"),
@@ -226,7 +228,7 @@ class History:
             if a.shape != want:
                 raise ValueError(f"history array {f.name} has shape {a.shape}, but the config "
                                  f"implies {want} ({', '.join(f.dims)})")
-            if a.dtype.kind not in "iuf" or (f.dtype.startswith("int") and a.dtype.kind == "f"):
+            if a.dtype.kind not in "biuf" or (f.dtype != "float64" and a.dtype.kind == "f"):
                 raise ValueError(f"history array {f.name} has dtype {a.dtype}, expected {f.dtype}")
 
     def save(self, run_dir: str | os.PathLike, extra: dict | None = None) -> Path:

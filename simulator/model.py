@@ -15,20 +15,20 @@ Forward (one sample, patches ``x_1 .. x_L``)::
 
     q_l = W_Q x_l,  k_l = W_K x_l                        # (m_k,)
     u_k = <vbar, x_k>,  vbar = mean_r w_{V,+1,r} - mean_r w_{V,-1,r}
-    z_lk = <q_l, k_k>                                     # no scaling
+    z_lk = tau <q_l, k_k>                                 # score scale tau (1: no scaling)
     S_lk = exp(z_lk) / sum_k' exp(z_lk')                  # softmax over keys k
-    f = sum_l sum_k S_lk u_k
+    f = rho sum_l sum_k S_lk u_k                          # pooling: rho = 1 (sum) or 1/L (mean)
 
 Loss ``L = (1/n) sum_i log(1 + exp(-y_i f_i))`` and its derivative
 ``l'_i = -1 / (1 + exp(y_i f_i))``.
 
 Backward (one line per chain-rule step; ``g = dL/df``)::
 
-    dL_df     = y l' / n
-    dL_du_k   = g sum_l S_lk
-    dL_dz_lk  = g S_lk sum_k' S_lk' (u_k - u_k')          # cancellation free
-    dL_dq_l   = sum_k dL_dz_lk k_k
-    dL_dk_k   = sum_l dL_dz_lk q_l
+    dL_df     = y l' / n                                  # (1/B on a mini-batch's samples)
+    dL_du_k   = rho g sum_l S_lk
+    dL_dz_lk  = rho g S_lk sum_k' S_lk' (u_k - u_k')      # cancellation free
+    dL_dq_l   = tau sum_k dL_dz_lk k_k
+    dL_dk_k   = tau sum_l dL_dz_lk q_l
     dL_dWV+_r = sum_k dL_du_k x_k / m_v,   dL_dWV-_r = -dL_dWV+_r
     dL_dW     = sum_{i,l} dL_dproj_il x_il^T               # one batched matmul
 
@@ -88,6 +88,25 @@ def split(W: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
 # attention on projections: the model's math, over any leading axes (...)
 # ---------------------------------------------------------------------------
 
+class ModelOptions(NamedTuple):
+    """The model's variants (docs/theory.md section 2): score scale ``tau`` and pooling
+    over query positions (``sum``, or ``mean``: ``rho = 1/L``)."""
+
+    score_scale: float = 1.0
+    pooling: str = "sum"
+
+    @classmethod
+    def of(cls, config) -> "ModelOptions":
+        return cls(float(config.score_scale), config.pooling)
+
+    def rho(self, L: int) -> float:
+        """The pooling factor ``rho``: 1 for ``sum``, ``1/L`` for ``mean``."""
+        return 1.0 / L if self.pooling == "mean" else 1.0
+
+
+PLAIN = ModelOptions()
+
+
 class Attention(NamedTuple):
     """Forward cache of :func:`attend` (leading axes ``...``: runs, samples)."""
 
@@ -96,6 +115,7 @@ class Attention(NamedTuple):
     u: np.ndarray      # (..., L)       u_k
     S: np.ndarray      # (..., L, L)    S_lk, query l on key k
     f: np.ndarray      # (...)          network output
+    options: ModelOptions = PLAIN
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -110,23 +130,30 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def output(z: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax ``S`` (..., L, L) and output ``f = sum_l sum_k S_lk u_k`` (...) from the
-    scores ``z`` (..., L, L) and value projections ``u`` (..., L)."""
+def output(z: np.ndarray, u: np.ndarray, options: ModelOptions = PLAIN):
+    """Softmax ``S`` (..., L, L) and output ``f = rho sum_l sum_k S_lk u_k`` (...) from
+    the scores ``z`` (..., L, L), score scale already applied, and value projections
+    ``u`` (..., L)."""
     S = softmax(z)
-    return S, (S.sum(-2) * u).sum(-1)                        # sum_k (sum_l S_lk) u_k
+    f = (S.sum(-2) * u).sum(-1)                              # sum_k (sum_l S_lk) u_k
+    if options.pooling == "mean":
+        f /= z.shape[-1]
+    return S, f
 
 
-def attend(q: np.ndarray, k: np.ndarray, u: np.ndarray) -> Attention:
-    """Softmax attention and output ``f = sum_l sum_k S_lk u_k`` of patches with query
+def attend(q: np.ndarray, k: np.ndarray, u: np.ndarray, options: ModelOptions = PLAIN) -> Attention:
+    """Softmax attention and output ``f = rho sum_l sum_k S_lk u_k`` of patches with query
     and key projections ``q, k`` (..., L, m_k) and value projections ``u`` (..., L)."""
-    z = np.matmul(q, k.swapaxes(-1, -2))                     # (..., L, L) z_lk = <q_l, k_k>
-    S, f = output(z, u)
-    return Attention(q=q, k=k, u=u, S=S, f=f)
+    z = np.matmul(q, k.swapaxes(-1, -2))                     # (..., L, L) <q_l, k_k>
+    if options.score_scale != 1.0:
+        z *= options.score_scale                             # z_lk = tau <q_l, k_k>
+    S, f = output(z, u, options)
+    return Attention(q=q, k=k, u=u, S=S, f=f, options=options)
 
 
 def held_out_margins(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray, qn: np.ndarray,
-                     kn: np.ndarray, un: np.ndarray, c: np.ndarray) -> np.ndarray:
+                     kn: np.ndarray, un: np.ndarray, c: np.ndarray,
+                     options: ModelOptions = PLAIN) -> np.ndarray:
     """Margins ``y f`` of held-out inputs at ``K`` states, from the signal quantities and
     the inputs' noise projections.
 
@@ -152,10 +179,12 @@ def held_out_margins(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray, qn: np.ndar
         z[..., 0, 1] = np.einsum("krm,krjm->krj", Qs, kn)
         z[..., 1, 0] = np.einsum("krm,krjm->krj", Ks, qn)
     z[..., 1, 1] = np.einsum("...jm,...jm->...j", qn, kn)
+    if options.score_scale != 1.0:
+        z *= options.score_scale
     u = np.empty((K, R, n, 2))
     u[..., 0] = Vs[..., None]
     u[..., 1] = un
-    return c * output(z, u)[1]
+    return c * output(z, u, options)[1]
 
 
 def attend_backward(att: Attention, dL_df: np.ndarray):
@@ -164,13 +193,17 @@ def attend_backward(att: Attention, dL_df: np.ndarray):
     ``dL_dz_lk = g S_lk sum_k' S_lk' (u_k - u_k')`` (module doc), with the differences
     ``u_k - u_k'`` formed first.
     """
+    S, u, options = att.S, att.u, att.options
+    if options.pooling == "mean":                            # rho g
+        dL_df = dL_df / S.shape[-1]
     g = dL_df[..., None, None]                               # (..., 1, 1)
-    S, u = att.S, att.u
-    dL_du = dL_df[..., None] * S.sum(axis=-2)                # (..., L) g sum_l S_lk
+    dL_du = dL_df[..., None] * S.sum(axis=-2)                # (..., L) rho g sum_l S_lk
     du = u[..., :, None] - u[..., None, :]                   # (..., L, L) u_k - u_k'
     dL_dz = np.matmul(S, du.swapaxes(-1, -2))                # (..., L, L) sum_k' S_lk' (u_k - u_k')
     dL_dz *= S
     dL_dz *= g
+    if options.score_scale != 1.0:
+        dL_dz *= options.score_scale                         # dL/d<q_l, k_k> = tau dL/dz_lk
     dL_dq = np.matmul(dL_dz, att.k)                          # (..., L, m_k)
     dL_dk = np.matmul(dL_dz.swapaxes(-1, -2), att.q)         # (..., L, m_k)
     return dL_dq, dL_dk, dL_du
@@ -201,16 +234,17 @@ def projections(W: np.ndarray, X: np.ndarray) -> np.ndarray:
     return np.matmul(X.reshape(R, n * L, D), W.transpose(0, 2, 1)).reshape(R, n, L, -1)
 
 
-def forward_from_projections(proj: np.ndarray, layout: Layout) -> Forward:
+def forward_from_projections(proj: np.ndarray, layout: Layout,
+                             options: ModelOptions = PLAIN) -> Forward:
     """Forward pass given the patch projections ``proj = W x`` ``(..., L, M)``."""
     # u = mean_r (w_{V,+1,r} x) - mean_r (w_{V,-1,r} x)
     u = proj[..., layout.Vp].sum(-1) / layout.m_v - proj[..., layout.Vm].sum(-1) / layout.m_v
-    return Forward(proj, attend(proj[..., layout.Q], proj[..., layout.K], u))
+    return Forward(proj, attend(proj[..., layout.Q], proj[..., layout.K], u, options))
 
 
-def forward(W: np.ndarray, X: np.ndarray, layout: Layout) -> Forward:
+def forward(W: np.ndarray, X: np.ndarray, layout: Layout, options: ModelOptions = PLAIN) -> Forward:
     """Forward pass of stacked weights ``W`` (R, M, D) on inputs ``X`` (R, n, L, D)."""
-    return forward_from_projections(projections(W, X), layout)
+    return forward_from_projections(projections(W, X), layout, options)
 
 
 def projection_gradient(fw: Forward, dL_df: np.ndarray, layout: Layout) -> np.ndarray:
@@ -262,12 +296,17 @@ class LossAndGradient(NamedTuple):
     grad: np.ndarray      # (R, M, D) dL/dW
 
 
-def loss_and_gradient(W: np.ndarray, X: np.ndarray, y: np.ndarray, layout: Layout) -> LossAndGradient:
+def loss_and_gradient(W: np.ndarray, X: np.ndarray, y: np.ndarray, layout: Layout,
+                      options: ModelOptions = PLAIN, batch: np.ndarray | None = None) -> LossAndGradient:
     """Training loss and its gradient for stacked weights ``W`` (R, M, D), inputs
-    ``X`` (R, n, L, D) and labels ``y`` (R, n). The full engine's step."""
-    fw = forward(W, X, layout)
+    ``X`` (R, n, L, D) and labels ``y`` (R, n). The full engine's step.
+
+    ``batch`` (R, n) bool: the loss of a mini-batch, ``(1/B) sum_{i in batch}``; the
+    returned ``loss`` is always the full training loss."""
+    fw = forward(W, X, layout, options)
     margin = y * fw.f
     lprime = loss_derivative(margin)
-    dL_df = y * lprime / y.shape[-1]
+    dL_df = y * lprime / y.shape[-1] if batch is None else \
+        np.where(batch, y * lprime, 0.0) / batch.sum(-1, keepdims=True)
     grad = weight_gradient(projection_gradient(fw, dL_df, layout), X)
     return LossAndGradient(fw, margin, logistic_loss(margin).mean(-1), lprime, grad)

@@ -88,15 +88,34 @@ def active_basis(config: SimulationConfig, dataset: NoisyDataset) -> np.ndarray:
     return np.union1d(np.zeros(1, dtype=np.int64), dataset.support.ravel())
 
 
-def patches_in_basis(dataset: NoisyDataset, basis: np.ndarray, D: int) -> np.ndarray:
-    """Dense inputs ``(n, L, D)`` of a dataset whose supports lie in ``basis``."""
+def patches_in_basis(dataset: NoisyDataset, basis: np.ndarray, D: int,
+                     feature_noise: float = 0.0) -> np.ndarray:
+    """Dense inputs ``(n, L, D)`` of a dataset whose supports lie in ``basis``: the
+    signal patch ``y_clean mu`` and the noise patch ``xi - alpha y_clean mu``
+    (``alpha = feature_noise``; ``mu = ||mu|| e_0``, basis column 0)."""
     n = dataset.n
     X = np.zeros((n, L, D))
     rows = np.arange(n)
+    noise_patch = 1 - dataset.signal_position
     X[rows, dataset.signal_position, 0] = dataset.y_clean * dataset.mu_norm
     cols = np.searchsorted(basis, dataset.support)
-    X[rows[:, None], (1 - dataset.signal_position)[:, None], cols] = dataset.values
+    X[rows[:, None], noise_patch[:, None], cols] = dataset.values
+    if feature_noise:
+        X[rows, noise_patch, 0] = -feature_noise * dataset.y_clean * dataset.mu_norm
     return X
+
+
+def feature_noise_in_basis(dataset: NoisyDataset, in_basis: sp.csr_matrix,
+                           feature_noise: float) -> sp.csr_matrix:
+    """The test noise patches inside the basis with their component on the signal
+    coordinate, ``-alpha y_clean ||mu||`` on basis column 0."""
+    if not feature_noise:
+        return in_basis
+    n_test = dataset.n
+    signal = sp.csr_matrix((-feature_noise * dataset.y_clean * dataset.mu_norm,
+                            (np.arange(n_test), np.zeros(n_test, dtype=np.int64))),
+                           shape=in_basis.shape)
+    return (in_basis + signal).tocsr()
 
 
 def split_test_noise(dataset: NoisyDataset, basis: np.ndarray, D: int, seed: int,
@@ -139,7 +158,7 @@ def build_problem(config: SimulationConfig) -> TrainingProblem:
     coords = np.full((len(seeds), D), config.d, dtype=np.int64)   # pad with sentinel d
     for r, b in enumerate(bases):
         coords[r, :b.size] = b
-    X = np.stack([patches_in_basis(ds, b, D) for ds, b in zip(train, bases)])
+    X = np.stack([patches_in_basis(ds, b, D, config.feature_noise) for ds, b in zip(train, bases)])
     W0 = np.stack([initial_weights(int(seed), config.n_weight_rows, c, config.sigma_0)
                    for seed, c in zip(seeds, coords)])
     split = [split_test_noise(ds, b, D, int(seed), config)
@@ -148,7 +167,8 @@ def build_problem(config: SimulationConfig) -> TrainingProblem:
         config=config, layout=Layout.of(config), seeds=seeds, coords=coords, X=X,
         y=np.stack([ds.y for ds in train]), W0=W0, train=train, test=test,
         test_frozen=np.stack([s[1] for s in split]),
-        test_in_basis=[s[0] for s in split],
+        test_in_basis=[feature_noise_in_basis(ds, sp_[0], config.feature_noise)
+                       for ds, sp_ in zip(test, split)],
         test_overlap_fraction=np.array([trained_fraction(te, tr) for te, tr in zip(test, train)]),
         test_y=np.stack([ds.y for ds in test]),
         test_signal=np.stack([ds.y_clean for ds in test]) * config.mu_norm,

@@ -74,7 +74,7 @@ from scipy.special import expit
 from .config import ConfigError, SimulationConfig
 from .data import DATA_STREAM, TEST_STREAM, draw_training_set
 from .initialization import initial_weights
-from .model import Layout, held_out_margins, held_out_statistics
+from .model import PLAIN, Layout, ModelOptions, held_out_margins, held_out_statistics
 from .optimizers import make_optimizer
 from .reduced_dynamics import (Magnitudes, evaluate, flat_state, gradient, lift,
                                signgd_direction, state_size)
@@ -286,6 +286,7 @@ class Evaluation(NamedTuple):
     margin: np.ndarray          # (R, n) y_i f_i
     softmax: np.ndarray         # (R, n, 2, 2) S_lk, patch 0 = signal
     att: object = None          # model cache (lifted optimizers)
+    batch: np.ndarray | None = None   # (R, n) the step's mini-batch (None: all samples)
 
 
 class ReducedEngine:
@@ -298,7 +299,11 @@ class ReducedEngine:
         self.R = len(seeds)
         self.optimizer = make_optimizer(config)
         #: SignGD runs on the fused kernel (exact signs), every other optimizer lifted
-        self.fused = FUSED_SIGNGD and config.optimizer == "signgd"
+        self.options = ModelOptions.of(config)
+        self.alpha = config.feature_noise
+        plain = (self.options == PLAIN and not self.alpha
+                 and config.batch_size in (None, config.n))
+        self.fused = FUSED_SIGNGD and config.optimizer == "signgd" and plain
         self.c = self.batch.c                                            # (n, R)
         self.clean = bool((self.c == 1.0).all())
         self.eta_l1 = config.eta * self.batch.mag.l1                     # (n, R)
@@ -313,20 +318,20 @@ class ReducedEngine:
         x.QKn[...], x.QKs[...], x.Vh[...], x.Vs[...] = b.QKn, b.QKs, b.Vh, b.Vs
         return x
 
-    def evaluate(self, x) -> Evaluation:
+    def evaluate(self, x, batch=None) -> Evaluation:
         if self.fused:           # margins, softmax and the step of the fused kernel
             margin, S = signgd_direction(x, self.c, self.eta_l1,
                                          self.config.eta * self.config.mu_norm,
                                          clean=self.clean, out=self.step)
             softmax = np.stack([S[1], S[0]], axis=-1).transpose(2, 1, 0, 3)  # (R, n, l, k)
             return Evaluation(margin.T, softmax)
-        att, margin = evaluate(x, self.c)
-        return Evaluation(margin, att.S, att)
+        att, margin = evaluate(x, self.c, self.options, self.alpha)
+        return Evaluation(margin, att.S, att, batch)
 
     def update(self, x, ev: Evaluation, state, t: int):
         """``X <- X - step`` in place; returns the optimizer's new state."""
         if not self.fused:
-            h = gradient(ev.att, ev.margin, self.c, self.config.m_v)
+            h = gradient(ev.att, ev.margin, self.c, self.config.m_v, ev.batch, self.alpha)
             state = lift(self.optimizer, h, self.batch.mag, self.config.m_v, state, t,
                          self.config.eta, out=self.step)
         np.subtract(x.X, self.step.X, out=x.X)
@@ -357,10 +362,14 @@ class ReducedEngine:
         the model on test inputs on fresh supports (:func:`~simulator.model.held_out_margins`)."""
         test, m_k = self.batch.test, self.m_k
         state = QKs.transpose(0, 2, 1)                                   # (K, R, 2 m_k)
-        margin = held_out_margins(
-            state[..., :m_k], state[..., m_k:], Vs,
-            test.y_clean * test.q, test.y_clean * test.k, (test.y_clean * test.u)[..., 0],
-            (test.y * test.y_clean)[..., 0])                             # (K, R, n_test)
+        Qs, Ks = state[..., :m_k], state[..., m_k:]
+        qn, kn, un = test.y_clean * test.q, test.y_clean * test.k, (test.y_clean * test.u)[..., 0]
+        if self.alpha:                       # noise patch y_c (xi - alpha y_c mu): per state
+            qn = qn - self.alpha * Qs[:, :, None, :]
+            kn = kn - self.alpha * Ks[:, :, None, :]
+            un = un - self.alpha * Vs[:, :, None]
+        margin = held_out_margins(Qs, Ks, Vs, qn, kn, un, (test.y * test.y_clean)[..., 0],
+                                  self.options)                          # (K, R, n_test)
         return held_out_statistics(margin)
 
     def per_run(self) -> dict[str, np.ndarray]:

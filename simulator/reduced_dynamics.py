@@ -61,7 +61,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import expit
 
-from .model import Attention, attend, attend_backward, loss_derivative
+from .model import PLAIN, Attention, ModelOptions, attend, attend_backward, loss_derivative
 
 
 def state_size(m_k: int, n: int) -> int:
@@ -92,9 +92,11 @@ def flat_state(X: np.ndarray, m_k: int, n: int) -> FlatState:
 # the model on the state
 # ---------------------------------------------------------------------------
 
-def patch_projections(x: FlatState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def patch_projections(x: FlatState, alpha: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The model's ``q, k`` (R, n, L, m_k) and ``u`` (R, n, L) of the state
-    (patch 0 = signal, 1 = noise; signal frame, module doc)."""
+    (patch 0 = signal, 1 = noise; signal frame, module doc). With feature noise
+    ``alpha`` the noise patch is ``y_clean (xi - alpha y_clean mu) = y_clean xi - alpha mu``,
+    so its projections are ``Qh - alpha Qs``, ``Kh - alpha Ks``, ``Vh - alpha Vs``."""
     (Qh, Kh), (Qs, Ks) = x.QKn, x.QKs                         # (m_k, n, R), (m_k, 1, R)
     m_k, n, R = Qh.shape
     q = np.empty((R, n, 2, m_k))
@@ -106,33 +108,43 @@ def patch_projections(x: FlatState) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     u = np.empty((R, n, 2))
     u[:, :, 0] = x.Vs.T
     u[:, :, 1] = x.Vh.T
+    if alpha:
+        q[:, :, 1] -= alpha * q[:, :, 0]
+        k[:, :, 1] -= alpha * k[:, :, 0]
+        u[:, :, 1] -= alpha * u[:, :, 0]
     return q, k, u
 
 
-def evaluate(x: FlatState, c: np.ndarray) -> tuple[Attention, np.ndarray]:
+def evaluate(x: FlatState, c: np.ndarray, options: ModelOptions = PLAIN,
+             alpha: float = 0.0) -> tuple[Attention, np.ndarray]:
     """The model at state ``x``: its attention cache and the margins ``y_i f_i`` (R, n)."""
-    att = attend(*patch_projections(x))
+    att = attend(*patch_projections(x, alpha), options)
     return att, c.T * att.f
 
 
-def gradient(att: Attention, margin: np.ndarray, c: np.ndarray, m_v: int) -> FlatState:
+def gradient(att: Attention, margin: np.ndarray, c: np.ndarray, m_v: int,
+             batch: np.ndarray | None = None, alpha: float = 0.0) -> FlatState:
     """The gradient scalars ``h`` of every quantity, laid out as the state (module doc).
 
-    ``dL/df = c_i l'_i / n`` in the signal frame; then the model's backward pass gives
-    ``dL/dq, dL/dk, dL/du`` of each patch. Noise patch: ``[hQ, hK] = [dL/dq, dL/dk]``,
-    ``hV = dL/du / m_v``; signal patch, summed over samples: ``[gQ, gK]``, ``gV``.
+    ``dL/df = c_i l'_i / n`` in the signal frame (``/ B`` on a mini-batch's samples, 0
+    off it); then the model's backward pass gives ``dL/dq, dL/dk, dL/du`` of each
+    patch. Noise patch: ``[hQ, hK] = [dL/dq, dL/dk]``, ``hV = dL/du / m_v``; signal
+    coordinate, summed over samples: ``[gQ, gK]``, ``gV`` from the signal patch, and
+    with feature noise ``-alpha`` times the noise patch's (its entry on coordinate 0).
     """
     n, R = c.shape
-    dL_df = c.T * loss_derivative(margin) / n                 # (R, n)
+    lp = c.T * loss_derivative(margin)                        # (R, n)
+    dL_df = lp / n if batch is None else np.where(batch, lp, 0.0) / batch.sum(-1, keepdims=True)
     dL_dq, dL_dk, dL_du = attend_backward(att, dL_df)         # (R, n, 2, m_k), (R, n, 2)
     m_k = dL_dq.shape[-1]
     g = flat_state(np.empty((state_size(m_k, n), R)), m_k, n)
     g.QKn[0] = dL_dq[:, :, 1].T                               # hQ (m_k, n, R)
     g.QKn[1] = dL_dk[:, :, 1].T                               # hK
-    g.QKs[0, :, 0] = dL_dq[:, :, 0].sum(1).T                  # gQ (m_k, R)
-    g.QKs[1, :, 0] = dL_dk[:, :, 0].sum(1).T                  # gK
+    signal = lambda d: d[:, :, 0] - alpha * d[:, :, 1] if alpha else d[:, :, 0]   # noqa: E731
+    g.QKs[0, :, 0] = signal(dL_dq).sum(1).T                   # gQ (m_k, R)
+    g.QKs[1, :, 0] = signal(dL_dk).sum(1).T                   # gK
     g.Vh[...] = dL_du[:, :, 1].T / m_v                        # hV (n, R)
-    g.Vs[...] = dL_du[:, :, 0].sum(1)[None] / m_v             # gV (1, R)
+    g.Vs[...] = signal(dL_du).sum(1)[None] / m_v              # gV (1, R)
     return g
 
 

@@ -7,7 +7,9 @@ the theory's quantities)::
     engine.R                          runs it advances together
     engine.block                      records whose held-out metrics are evaluated at once
     engine.initial_params()           the state at step 0
-    engine.evaluate(params)           forward (and backward) pass; ``.margin`` (R, n)
+    engine.evaluate(params, batch)    forward (and backward) pass; ``.margin`` (R, n); the
+                                      gradient of the mini-batch ``batch`` (R, n) bool, or
+                                      of every sample when ``None``
     engine.update(params, ev, opt_state, t) -> opt_state
                                       one optimizer step, in place
     engine.snapshot(params, ev)       what a record needs of this step (arrays; ``margin`` (R, n))
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import SimulationConfig, check_memory
+from .data import minibatch
 from .history import History, Recorder, nonfinite_hint
 from .model import logistic_loss, loss_derivative
 from .progress import Progress
@@ -78,13 +81,17 @@ def run_loop(engine, config: SimulationConfig, recorder: Recorder, rs: slice,
     underflow = recorder.arrays["underflow_step"][rs]               # (R, n) view
     pending: list[tuple[int, dict]] = []
     start, k = time.perf_counter(), 0
+    full_batch = config.batch_size is None or config.batch_size == config.n
     for t in range(config.steps + 1):
-        ev = engine.evaluate(params)
+        batch = None if full_batch else minibatch(seeds, t, config.n, config.batch_size)
+        ev = engine.evaluate(params, batch)
         margin = ev.margin                                           # (R, n)
         if not np.abs(margin).max(initial=0.0) <= 700.0:             # non-finite, or l' near 0
             _check_margins(t, margin, underflow, seeds, config)
         if k < rec_steps.size and rec_steps[k] == t:
-            pending.append((k, engine.snapshot(params, ev)))
+            snap = engine.snapshot(params, ev)
+            snap["batch"] = np.ones(margin.shape, dtype=bool) if batch is None else batch
+            pending.append((k, snap))
             if len(pending) >= engine.block or t == config.steps:
                 _flush(engine, recorder, rs, pending)
             recorder.arrays["wall_time"][k] += time.perf_counter() - start
@@ -101,6 +108,7 @@ def _flush(engine, recorder: Recorder, rs: slice, pending: list) -> None:
     snaps = {name: np.stack([snap[name] for _, snap in pending]) for name in pending[0][1]}
     margin = snaps["margin"]                                         # (K, R, n)
     recorder.write(ks, rs, {"margin": margin, "lprime": loss_derivative(margin),
+                            "batch": snaps.pop("batch"),
                             "train_loss": logistic_loss(margin).mean(-1),
                             "train_error": (margin <= 0).mean(-1), **engine.record(snaps)})
     pending.clear()

@@ -546,7 +546,7 @@ absurd = st.one_of(
     st.sampled_from([np.int64(7), np.float32(2.5), np.float64(np.nan), np.array([1, 2]), 1 + 2j]),
 )
 BASE = dict(s=1)        # so that d alone decides its validity (s <= d - 1)
-OPTIONAL = ("beta1", "beta2", "eps")
+OPTIONAL = ("beta1", "beta2", "eps", "batch_size")
 
 
 def _check_field(name: str, value) -> None:

@@ -403,6 +403,7 @@ def point_rows(point: Point, result: dict[str, Any]) -> list[dict[str, Any]]:
     hyper = hyper_parameters(point.config)
     for name in ("beta1", "beta2", "eps"):
         config_fields[name] = hyper.get(name, math.nan)
+    config_fields["batch_size"] = point.config.batch_size or point.config.n   # as run
     rows = []
     for summary in result["summaries"]:
         row = {"point": point.key, "label": point.label, "optimizer": point.config.optimizer}
