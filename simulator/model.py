@@ -41,6 +41,7 @@ SignGD steps in Stage IV (``docs/theory.md`` section 8). With two patches it is
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -73,9 +74,26 @@ class Layout(NamedTuple):
     def M(self) -> int:
         return 2 * self.m_k + 2 * self.m_v
 
+    @property
+    def V(self) -> slice:
+        """Both value blocks, ``[W_{V,+1}; W_{V,-1}]``."""
+        return slice(2 * self.m_k, self.M)
+
+    @property
+    def value_row(self) -> np.ndarray:
+        """``(2 m_v,)``: ``u = proj[..., V] @ value_row = mean_r w_{V,+1,r} x - mean_r w_{V,-1,r} x``."""
+        return _value_row(self.m_v)
+
     @classmethod
     def of(cls, config) -> "Layout":
         return cls(config.m_k, config.m_v)
+
+
+@functools.lru_cache(maxsize=None)
+def _value_row(m_v: int) -> np.ndarray:
+    row = np.concatenate([np.full(m_v, 1.0 / m_v), np.full(m_v, -1.0 / m_v)])
+    row.flags.writeable = False
+    return row
 
 
 def split(W: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
@@ -237,8 +255,7 @@ def projections(W: np.ndarray, X: np.ndarray) -> np.ndarray:
 def forward_from_projections(proj: np.ndarray, layout: Layout,
                              options: ModelOptions = PLAIN) -> Forward:
     """Forward pass given the patch projections ``proj = W x`` ``(..., L, M)``."""
-    # u = mean_r (w_{V,+1,r} x) - mean_r (w_{V,-1,r} x)
-    u = proj[..., layout.Vp].sum(-1) / layout.m_v - proj[..., layout.Vm].sum(-1) / layout.m_v
+    u = proj[..., layout.V] @ layout.value_row      # u = mean_r (w_{V,+1,r} x) - mean_r (w_{V,-1,r} x)
     return Forward(proj, attend(proj[..., layout.Q], proj[..., layout.K], u, options))
 
 
@@ -250,12 +267,8 @@ def forward(W: np.ndarray, X: np.ndarray, layout: Layout, options: ModelOptions 
 def projection_gradient(fw: Forward, dL_df: np.ndarray, layout: Layout) -> np.ndarray:
     """``A = dL/dproj`` (R, n, L, M), so that ``dL/dW = sum_{i,l} A_il x_il^T``."""
     dL_dq, dL_dk, dL_du = attend_backward(fw.att, dL_df)
-    A = np.empty(fw.proj.shape)                                   # (R, n, L, M)
-    A[..., layout.Q] = dL_dq
-    A[..., layout.K] = dL_dk
-    A[..., layout.Vp] = (dL_du / layout.m_v)[..., None]           # dL/d(w_{V,+1,r} x_k)
-    A[..., layout.Vm] = (-dL_du / layout.m_v)[..., None]          # dL/d(w_{V,-1,r} x_k)
-    return A
+    # dL/d(w_{V,+-1,r} x_k) = +-dL/du_k / m_v
+    return np.concatenate([dL_dq, dL_dk, dL_du[..., None] * layout.value_row], axis=-1)  # (R, n, L, M)
 
 
 def weight_gradient(A: np.ndarray, X: np.ndarray) -> np.ndarray:
@@ -288,6 +301,16 @@ def held_out_statistics(margin: np.ndarray, axis: int = -1) -> dict[str, np.ndar
             "test_margin_std": margin.std(axis)}
 
 
+def loss_derivative_of_batch(y: np.ndarray, margin: np.ndarray, batch: np.ndarray | None = None,
+                             lprime: np.ndarray | None = None) -> np.ndarray:
+    """``dL/df_i = y_i l'_i / n``, or ``y_i l'_i / B`` for the samples of a mini-batch
+    ``batch`` (R, n) bool and 0 for the others."""
+    lprime = loss_derivative(margin) if lprime is None else lprime
+    if batch is None:
+        return y * lprime / y.shape[-1]
+    return np.where(batch, y * lprime, 0.0) / batch.sum(-1, keepdims=True)
+
+
 class LossAndGradient(NamedTuple):
     forward: Forward
     margin: np.ndarray    # (R, n) y_i f_i
@@ -306,7 +329,6 @@ def loss_and_gradient(W: np.ndarray, X: np.ndarray, y: np.ndarray, layout: Layou
     fw = forward(W, X, layout, options)
     margin = y * fw.f
     lprime = loss_derivative(margin)
-    dL_df = y * lprime / y.shape[-1] if batch is None else \
-        np.where(batch, y * lprime, 0.0) / batch.sum(-1, keepdims=True)
+    dL_df = loss_derivative_of_batch(y, margin, batch, lprime)
     grad = weight_gradient(projection_gradient(fw, dL_df, layout), X)
     return LossAndGradient(fw, margin, logistic_loss(margin).mean(-1), lprime, grad)
