@@ -188,22 +188,40 @@ def write_report(run_dir: str | os.PathLike, history: History | None = None) -> 
     ``loss.png`` to it as a whole (:func:`simulator.rundir.add_to_run_dir`; a run
     directory from before manifests gets the files one by one); return the printable
     table. ``history``: the run's history when the caller has it (not read again)."""
-    import tempfile
-
-    from simulator.rundir import MissingManifestError, add_to_run_dir, config_digest, read_manifest
-
-    from .figures import save_loss_figure, save_stages_figure
-
     run_dir = Path(run_dir)
     history = History.load(run_dir) if history is None else history
     report = build_report(history)
     files = {REPORT_JSON: json.dumps(report, indent=1, allow_nan=False) + "\n",
              REPORT_MD: _markdown(report)}
+    files.update(figure_files(history))
+    add_files(run_dir, history, files)
+    table = format_table(report)
+    return table + f"\nwrote {run_dir / REPORT_MD}, {REPORT_JSON}, {STAGES_PNG}, {LOSS_PNG}"
+
+
+def figure_files(history: History, **stages_options) -> dict[str, bytes]:
+    """The bytes of ``stages.png`` and ``loss.png`` of ``history``."""
+    import tempfile
+
+    from .figures import save_loss_figure, save_stages_figure
+
+    files = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, save in ((STAGES_PNG, save_stages_figure), (LOSS_PNG, save_loss_figure)):
+        for name, save in ((STAGES_PNG, lambda h, p: save_stages_figure(h, p, **stages_options)),
+                           (LOSS_PNG, save_loss_figure)):
             save(history, Path(tmp) / name)
             if (Path(tmp) / name).is_file():
                 files[name] = (Path(tmp) / name).read_bytes()
+    return files
+
+
+def add_files(run_dir: str | os.PathLike, history: History, files: dict) -> None:
+    """Add ``files`` (name -> text or bytes) to the run directory of ``history`` as a
+    whole (:func:`simulator.rundir.add_to_run_dir`, refused if the directory now holds
+    another run); a run directory from before manifests gets them one by one."""
+    from simulator.rundir import MissingManifestError, add_to_run_dir, config_digest, read_manifest
+
+    run_dir = Path(run_dir)
     try:
         read_manifest(run_dir)
     except MissingManifestError:
@@ -212,8 +230,6 @@ def write_report(run_dir: str | os.PathLike, history: History | None = None) -> 
                 data.encode() if isinstance(data, str) else data))
     else:
         add_to_run_dir(run_dir, files, expect_config_digest=config_digest(history.config))
-    table = format_table(report)
-    return table + f"\nwrote {run_dir / REPORT_MD}, {REPORT_JSON}, {STAGES_PNG}, {LOSS_PNG}"
 
 
 def load_report(run_dir: str | os.PathLike) -> dict:

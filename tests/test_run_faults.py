@@ -130,3 +130,17 @@ def test_a_history_holding_nan_is_refused_on_load(saved_run, capsys):
 def test_bench_needs_enough_steps_to_time(capsys):
     assert run_main(["bench", "--steps", "1"]) == 2
     assert "--steps must be an integer from 10 to 100000, got 1" in one_line(capsys.readouterr().err)
+
+
+def test_an_output_path_that_is_a_directory_does_not_break_plot_or_report(saved_run, capsys):
+    """Figures and the report are added to the run as a whole: a stray directory in
+    the place of an output file is dropped with the rest of what the manifest does
+    not list, and the run stays readable."""
+    (saved_run / "stages.png").mkdir()
+    assert analysis_main(["plot", str(saved_run)]) == 0
+    assert (saved_run / "stages.png").is_file() and (saved_run / "loss.png").is_file()
+    (saved_run / "report.md").mkdir()
+    assert analysis_main(["report", str(saved_run)]) == 0
+    assert (saved_run / "report.md").is_file()
+    from simulator.rundir import verify_run_dir
+    assert {"stages.png", "loss.png", "report.md"} <= set(verify_run_dir(saved_run).files)

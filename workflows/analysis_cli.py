@@ -104,17 +104,16 @@ def main(argv: list[str] | None = None) -> int:
             from analysis.report import write_report
             print(write_report(args.run_dir))
             return 0
-        from analysis.figures import save_loss_figure, save_stages_figure
+        from analysis.report import add_files, figure_files
         history = _load(args.run_dir)
-        save_stages_figure(history, Path(args.run_dir) / "stages.png", neuron=args.neuron,
-                           color_step=args.color_step)
-        save_loss_figure(history, Path(args.run_dir) / "loss.png")
+        add_files(args.run_dir, history, figure_files(history, neuron=args.neuron,
+                                                      color_step=args.color_step))
         print(f"wrote {Path(args.run_dir) / 'stages.png'}, loss.png")
         return 0
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    except (FileNotFoundError, KeyError, ValueError) as exc:  # incl. ConfigError
+    except (OSError, KeyError, ValueError) as exc:  # incl. ConfigError, RunDirError
         msg = str(exc).strip("'\"").splitlines()[0] if str(exc) else type(exc).__name__
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2
