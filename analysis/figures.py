@@ -44,7 +44,7 @@ def _mark(ax, times: dict, t_max: float, labels: bool = True) -> None:
 
 
 def _save(fig, path) -> None:
-    atomic_write_with(path, lambda fh: fig.savefig(fh, format="png", dpi=150))
+    atomic_write_with(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
 
 
 def early_window(st, step: np.ndarray) -> int:

@@ -240,7 +240,7 @@ class History:
 
         arrays = self.arrays
         files = {CONFIG_FILE: self.config.to_json() + "\n",
-                 HISTORY_FILE: lambda fh: np.savez_compressed(fh, **arrays), **(extra or {})}
+                 HISTORY_FILE: lambda fh: np.savez(fh, **arrays), **(extra or {})}
         write_run_dir(run_dir, files, config=self.config)
         return Path(run_dir)
 
