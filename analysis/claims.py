@@ -206,6 +206,8 @@ def judge(claim: Claim, run: Run) -> Result:
     elif claim.sign_like and (cfg.noise != "sparse" or cfg.sigma_p == 0):
         v = Verdict(NOT_APPLICABLE, f"a closed form for sparse noise; the noise variant is "
                     f"{cfg.noise!r} with sigma_p = {cfg.sigma_p:g}")
+    elif (why := variant_reason(claim, cfg)):
+        v = Verdict(NOT_APPLICABLE, why)
     elif claim.every_step and not run.every_step:
         v = Verdict(NOT_APPLICABLE, f"needs every step recorded; records are {run.grid}")
     elif chk.nothing:
@@ -221,6 +223,38 @@ def judge(claim: Claim, run: Run) -> Result:
         v = (Verdict(OUTSIDE, "; ".join(f"{c.name} = {c.value:.3g} (needs {c.bound})" for c in bad))
              if bad else Verdict(DISAGREES, chk.why))
     return Result(claim, chk, v)
+
+
+#: Claims whose check reads only signs of SignGD's step (the laws) or the laws'
+#: consequences before the scores matter: a score scale or mean pooling changes
+#: magnitudes, not these signs (docs/theory.md section 5).
+SCALE_FREE = ("law1", "law2", "law3", "law4", "law5", "law6", "T1", "T2", "aligned_sign",
+              "stuck_pairs", "train_loss", "test_loss")
+
+
+#: Outcome claims, stated for any run (no closed form of the setting behind them).
+OUTCOMES = ("train_loss", "test_loss")
+
+
+def variant_reason(claim: Claim, cfg) -> str:
+    """Why a model, data or training variant takes ``claim`` out of the theory's
+    setting (empty when it does not)."""
+    if claim.key in OUTCOMES:
+        return ""
+    if getattr(cfg, "data", "synthetic") != "synthetic":
+        return f"a closed form for the synthetic data; data = {cfg.data!r}"
+    if getattr(cfg, "feature_noise", 0.0):
+        return (f"feature noise alpha = {cfg.feature_noise:g} puts a signal term in the noise "
+                "patch; the closed forms assume a pure noise patch")
+    batch = getattr(cfg, "batch_size", None)
+    if batch not in (None, cfg.n):
+        return (f"mini-batches of {batch} of {cfg.n} samples: the closed forms are for full "
+                "batches (tests/test_laws_exact.py checks the laws on each step's batch)")
+    scale, pooling = getattr(cfg, "score_scale", 1.0), getattr(cfg, "pooling", "sum")
+    if (scale != 1.0 or pooling != "sum") and claim.key not in SCALE_FREE:
+        return (f"score_scale = {scale:g}, pooling = {pooling}: this prediction is derived for "
+                "unscaled, summed scores")
+    return ""
 
 
 def results(a: "Analysis", r: int = 0) -> list[Result]:

@@ -12,7 +12,7 @@ from decimal import Decimal, localcontext
 import numpy as np
 import pytest
 
-from simulator.model import Layout, forward, loss_and_gradient, split
+from simulator.model import Layout, ModelOptions, forward, loss_and_gradient, split
 
 MATRICES = ("W_Q", "W_K", "W_V+", "W_V-")
 
@@ -214,3 +214,42 @@ def test_gradient_does_not_mutate_inputs():
     loss_and_gradient(W, X, y, layout)
     for a, b, name in zip((W, X, y), copies, "WXy"):
         assert np.array_equal(a, b), f"{name} was mutated"
+
+
+# --- variants: score scale, mean pooling, mini-batches ---------------------------
+
+@pytest.mark.parametrize("options", [ModelOptions(0.3, "sum"), ModelOptions(1.0, "mean"),
+                                     ModelOptions(2.5, "mean")],
+                         ids=["scale-0.3", "mean", "scale-2.5-mean"])
+@pytest.mark.parametrize("qk_scale", [0.5, 2.2], ids=["moderate", "nearly-saturated"])
+def test_variant_gradients_match_finite_differences(options, qk_scale):
+    W, X, y, layout = random_problem(3, qk_scale=qk_scale)
+    batch = np.array([[True, False, True], [False, True, True]])     # a mini-batch per run
+
+    def batch_loss(Wx):
+        margin = y * forward(Wx, X, layout, options).f
+        return (np.logaddexp(0.0, -margin) * batch).sum(-1) / batch.sum(-1)
+
+    G = loss_and_gradient(W, X, y, layout, options, batch).grad
+    G_fd = np.zeros_like(W)
+    h = 1e-6
+    for idx in np.ndindex(*W.shape[1:]):
+        Wp, Wm = W.copy(), W.copy()
+        Wp[(slice(None),) + idx] += h
+        Wm[(slice(None),) + idx] -= h
+        G_fd[(slice(None),) + idx] = (batch_loss(Wp) - batch_loss(Wm)) / (2 * h)
+    for name in MATRICES:
+        err = relative_error(split(G, layout)[name], split(G_fd, layout)[name])
+        assert err < 1e-6, f"{name} ({options}): relative error {err:.2e} vs finite differences"
+
+
+def test_score_scale_and_pooling_are_what_they_say():
+    """tau scales every score; mean pooling divides the output by L."""
+    W, X, y, layout = random_problem(4)
+    plain = forward(W, X, layout)
+    scaled = forward(W, X, layout, ModelOptions(0.5, "sum"))
+    half_W = W.copy()
+    half_W[:, layout.Q] *= 0.5                                        # tau <q, k> = <tau q, k>
+    np.testing.assert_allclose(scaled.f, forward(half_W, X, layout).f, rtol=1e-13)
+    mean = forward(W, X, layout, ModelOptions(1.0, "mean"))
+    np.testing.assert_allclose(mean.f, plain.f / 2, rtol=1e-14)

@@ -93,3 +93,52 @@ def test_law_check_detects_a_wrong_step():
     bad, _, _ = law_mismatches(h)
     assert bad["3 query noise"] == 2    # steps 4->5 and 5->6
     assert sum(bad.values()) == 2
+
+
+@pytest.mark.parametrize("variant", [dict(score_scale=0.3), dict(pooling="mean"),
+                                     dict(score_scale=2.0, pooling="mean")],
+                         ids=["scale-0.3", "mean-pooling", "scale-2-mean"])
+def test_laws_hold_unchanged_under_score_scale_and_pooling(variant):
+    """A score scale tau > 0 and mean pooling (rho = 1/L > 0) multiply the gradient's
+    terms by positive factors, so SignGD's step, a function of signs, follows the
+    same six laws (docs/theory.md section 5)."""
+    cfg = SimulationConfig(d=20_000, n=4, s=8, m_k=3, m_v=3, n_test=50, steps=200,
+                           eta=1e-3, seed=1, **variant)
+    h = train(cfg).history
+    bad, n_ok, pred = law_mismatches(h)
+    assert n_ok == cfg.steps
+    for law, count in bad.items():
+        assert count == 0, f"law {law}: {count} mismatches under {variant}"
+    assert (pred["4 key noise"] > 0).any() and (pred["4 key noise"] < 0).any()
+
+
+def test_laws_hold_on_each_steps_mini_batch_and_the_others_do_not_move():
+    """Mini-batches of B of n: the loss of a step is the batch's, so laws 2-4 hold for
+    the batch's samples, the other samples' noise quantities do not move, laws 5-6
+    sum over the batch only, and law 1 holds (the value signal's gradient has the sign
+    of the batch's l', all negative)."""
+    cfg = SimulationConfig(d=20_000, n=6, s=8, m_k=3, m_v=3, n_test=50, steps=200,
+                           eta=1e-3, seed=2, batch_size=3)
+    h = train(cfg).history
+    eta, mu = cfg.eta, cfg.mu_norm
+    B = h["batch"][:-1]                                          # (T-1, R, n) the step's batch
+    assert (B.sum(-1) == 3).all() and not B.all(axis=0).any(), "batches must vary"
+    Vs, Vn, Qs, Ks, Qn, Kn = (h[k] for k in ("Vs", "Vn", "Qs", "Ks", "Qn", "Kn"))
+    S, lp, xi1 = h["softmax"], h["lprime"], h["xi_l1"][None]
+    s11, s12, s21, s22 = S[..., 0, 0], S[..., 0, 1], S[..., 1, 0], S[..., 1, 1]
+    gap = Vn - Vs[..., None]
+    a = (s11 * s12)[:, :, None, :] * Qs[..., None] + (s21 * s22)[:, :, None, :] * Qn
+    step = eta * xi1 * B                                          # 0 off the batch
+    pred = {
+        "Vs": np.broadcast_to(2 * eta * mu, Vs[:-1].shape),
+        "Vn": 2 * step,
+        "Qn": (step * np.sign(gap[:-1]))[:, :, None, :] * np.sign(Kn - Ks[..., None])[:-1],
+        "Kn": (step * np.sign(gap[:-1]))[:, :, None, :] * np.sign(a[:-1]),
+        "Qs": eta * mu * np.sign((B[:, :, None, :] * (np.abs(lp) * s11 * s12 * gap)[:-1, :, None, :]
+                                  * (Kn - Ks[..., None])[:-1]).sum(-1)),
+        "Ks": -eta * mu * np.sign((B[:, :, None, :] * (np.abs(lp) * gap)[:-1, :, None, :]
+                                   * a[:-1]).sum(-1)),
+    }
+    for name, p in pred.items():
+        wrong = np.abs(np.diff(h[name], axis=0) - p) > TOL
+        assert wrong.sum() == 0, f"{name}: {wrong.sum()} mismatches"
