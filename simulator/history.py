@@ -29,6 +29,10 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.npz"
 
 
+class NonFiniteError(FloatingPointError):
+    """A non-finite value appeared during training (the message names the step)."""
+
+
 class Field(NamedTuple):
     """One array of a history."""
 
@@ -138,7 +142,6 @@ class Recorder:
                 where = (f"step {int(self.steps[idx[0]])}, run seed "
                          f"{int(self.arrays['seeds'][idx[1]])}" if f.recorded and a.ndim > 1
                          else f"run seed {int(self.arrays['seeds'][idx[0]])}")
-                from .training import NonFiniteError
                 raise NonFiniteError(f"non-finite {f.name} ({f.meaning}) in the recorded output "
                                      f"at {where}: "
                                      f"{a[tuple(idx)]}; {nonfinite_hint(self.config)}")

@@ -144,12 +144,10 @@ def trained_fraction(test: NoisyDataset, train: NoisyDataset) -> float:
 
 
 def build_problem(config: SimulationConfig) -> TrainingProblem:
-    """Draw data and initial weights of every run of ``config`` (seed ``seed + r``),
-    from the data source ``config.data``."""
-    if config.data == "digits":
-        from .digits import build_digits_problem, digits_data
-
-        return build_digits_problem(digits_data(config), config)
+    """Draw data and initial weights of every run of ``config`` (seed ``seed + r``);
+    synthetic data (``data='digits'``: :func:`simulator.digits.build_digits_problem`)."""
+    if config.data != "synthetic":
+        raise ValueError(f"build_problem() draws synthetic data; got data={config.data!r}")
     seeds = np.array(config.seeds, dtype=np.int64)
     train = [draw_training_set(config, int(seed)) for seed in seeds]
     test = [draw_test_set(config, int(seed)) for seed in seeds]

@@ -34,13 +34,9 @@ import numpy as np
 
 from .config import SimulationConfig, check_memory
 from .data import minibatch
-from .history import History, Recorder, nonfinite_hint
+from .history import History, NonFiniteError, Recorder, nonfinite_hint
 from .model import logistic_loss, loss_derivative
 from .progress import Progress
-
-
-class NonFiniteError(FloatingPointError):
-    """A non-finite value appeared during training (the message names the step)."""
 
 
 @dataclass
@@ -134,9 +130,16 @@ def engine_chunks(config: SimulationConfig, problem=None) -> list:
         from .reduced import reduced_chunks
         return reduced_chunks(config)
     from .full import FullEngine
-    from .problem import build_problem
-    return [(slice(0, config.n_seeds),
-             lambda: FullEngine(build_problem(config) if problem is None else problem))]
+    from . import problem as problems
+
+    def build():
+        if problem is not None:
+            return FullEngine(problem)
+        if config.data == "digits":
+            from .digits import build_digits_problem, digits_data
+            return FullEngine(build_digits_problem(digits_data(config), config))
+        return FullEngine(problems.build_problem(config))
+    return [(slice(0, config.n_seeds), build)]
 
 
 @np.errstate(over="ignore", invalid="ignore")  # non-finite values raise NonFiniteError instead
