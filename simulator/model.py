@@ -169,6 +169,20 @@ def attend(q: np.ndarray, k: np.ndarray, u: np.ndarray, options: ModelOptions = 
     return Attention(q=q, k=k, u=u, S=S, f=f, options=options)
 
 
+def two_key_output(gap: np.ndarray, u: np.ndarray, options: ModelOptions = PLAIN) -> np.ndarray:
+    """:func:`output`'s ``f`` for two patches from the score gaps alone:
+    ``gap`` (..., 2) holds ``z_l2 - z_l1`` of each query ``l``, ``u`` (..., 2) the values;
+    ``S_l2 = sigmoid(gap_l)``, ``S_l1 = sigmoid(-gap_l)`` as in :func:`softmax`, and
+    ``f = rho sum_l (S_l1 u_1 + S_l2 u_2)``, without forming the softmax matrix."""
+    S2 = expit(gap)                                          # (..., 2) S_l2
+    S1 = expit(np.negative(gap))                             # S_l1
+    f = S1.sum(-1) * u[..., 0]
+    f += S2.sum(-1) * u[..., 1]
+    if options.pooling == "mean":
+        f /= 2
+    return f
+
+
 def held_out_margins(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray, qn: np.ndarray,
                      kn: np.ndarray, un: np.ndarray, c: np.ndarray,
                      options: ModelOptions = PLAIN) -> np.ndarray:
@@ -180,29 +194,30 @@ def held_out_margins(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray, qn: np.ndar
     and ``Vs`` (K, R); the noise patch's are ``qn, kn`` and ``un`` (times ``y_clean``),
     either fixed, ``(R, n, m_k)`` and ``(R, n)`` (coordinates that keep their initial
     weights), or per state, ``(K, R, n, m_k)`` and ``(K, R, n)``. The scores of
-    :func:`attend` are then bilinear in them::
+    :func:`attend` are then bilinear in them, and so are the two score gaps::
 
-        z_ss = <Qs, Ks>,  z_sn = <Qs, kn_j>,  z_ns = <qn_j, Ks>,  z_nn = <qn_j, kn_j>
+        z_sn - z_ss = tau <Qs, kn_j - Ks>,    z_nn - z_ns = tau <qn_j, kn_j - Ks>
 
-    and the output is :func:`output`'s. Returns (K, R, n).
+    from which :func:`two_key_output` gives the output. Returns (K, R, n).
     """
     K, R = Vs.shape
     n = qn.shape[-2]
-    z = np.empty((K, R, n, 2, 2))
-    z[..., 0, 0] = np.einsum("krm,krm->kr", Qs, Ks)[..., None]
-    if qn.ndim == 3:                                          # fixed: one product per state
-        z[..., 0, 1] = np.matmul(Qs[:, :, None, :], kn.swapaxes(-1, -2))[:, :, 0]   # (K, R, n)
-        z[..., 1, 0] = np.matmul(Ks[:, :, None, :], qn.swapaxes(-1, -2))[:, :, 0]
+    gap = np.empty((K, R, n, 2))
+    if qn.ndim == 3:                                          # fixed: products per state
+        QK = np.einsum("krm,krm->kr", Qs, Ks)[..., None]      # <Qs, Ks>
+        gap[..., 0] = np.matmul(Qs[:, :, None, :], kn.swapaxes(-1, -2))[:, :, 0] - QK
+        gap[..., 1] = (np.einsum("rjm,rjm->rj", qn, kn)
+                       - np.matmul(Ks[:, :, None, :], qn.swapaxes(-1, -2))[:, :, 0])
     else:
-        z[..., 0, 1] = np.einsum("krm,krjm->krj", Qs, kn)
-        z[..., 1, 0] = np.einsum("krm,krjm->krj", Ks, qn)
-    z[..., 1, 1] = np.einsum("...jm,...jm->...j", qn, kn)
+        dk = kn - Ks[:, :, None, :]                           # (K, R, n, m_k) kn_j - Ks
+        gap[..., 0] = np.einsum("krm,krjm->krj", Qs, dk)
+        gap[..., 1] = np.einsum("krjm,krjm->krj", qn, dk)
     if options.score_scale != 1.0:
-        z *= options.score_scale
+        gap *= options.score_scale
     u = np.empty((K, R, n, 2))
     u[..., 0] = Vs[..., None]
     u[..., 1] = un
-    return c * output(z, u, options)[1]
+    return c * two_key_output(gap, u, options)
 
 
 def attend_backward(att: Attention, dL_df: np.ndarray):
