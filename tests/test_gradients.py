@@ -253,3 +253,18 @@ def test_score_scale_and_pooling_are_what_they_say():
     np.testing.assert_allclose(scaled.f, forward(half_W, X, layout).f, rtol=1e-13)
     mean = forward(W, X, layout, ModelOptions(1.0, "mean"))
     np.testing.assert_allclose(mean.f, plain.f / 2, rtol=1e-14)
+
+
+@pytest.mark.parametrize("pooling", ["sum", "mean"])
+def test_two_key_output_equals_the_softmax_output(pooling):
+    """The held-out path's two-patch output from score gaps equals output() on the
+    score matrix, including deep saturation (gaps of +-800)."""
+    from simulator.model import output, two_key_output
+
+    rng = np.random.default_rng(7)
+    z = rng.normal(scale=3.0, size=(50, 2, 2))
+    z[:5] *= 300.0
+    u = rng.normal(size=(50, 2))
+    opts = ModelOptions(1.0, pooling)
+    np.testing.assert_allclose(two_key_output(z[..., 1] - z[..., 0], u, opts),
+                               output(z, u, opts)[1], rtol=1e-13, atol=1e-15)
