@@ -1,6 +1,6 @@
 """Command line of the analysis: ``python -m analysis report RUN_DIR``,
-``python -m analysis plot RUN_DIR``, and ``python -m analysis sweep ...`` (delegated
-to :mod:`workflows.sweep`).
+``python -m analysis plot RUN_DIR``, ``python -m analysis animate RUN_DIR --out FILE.gif``
+and ``python -m analysis sweep ...`` (delegated to :mod:`workflows.sweep`).
 
 A thin layer over the library. Bad input exits with status 2 and a one-line error,
 never a traceback.
@@ -37,6 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--color-step", type=float, default=None, metavar="STEP",
                       help="step whose query-noise signs colour panels (a), (d) (default: T2)")
     sub.add_parser("sweep", help="run a parameter sweep (see: python -m analysis sweep --help)")
+    anim = sub.add_parser("animate", help="write an animation of the run through the four "
+                          "stages: GIF, or MP4 where ffmpeg is installed")
+    anim.add_argument("run_dir", metavar="RUN_DIR")
+    anim.add_argument("--out", metavar="FILE", default=None,
+                      help="the animation, .gif or .mp4 (default: RUN_DIR/stages.gif)")
+    anim.add_argument("--frames", type=int, default=80,
+                      help="frames, spaced evenly on a log time axis (default: %(default)s)")
+    anim.add_argument("--fps", type=float, default=8, help="frames per second (default: %(default)s)")
+    anim.add_argument("--run", type=int, default=0, help="run of a batch to show (default: 0)")
     return parser
 
 
@@ -63,6 +72,15 @@ def main(argv: list[str] | None = None) -> int:
             _load(args.run_dir)  # validate before the heavier work
             from analysis.report import write_report
             print(write_report(args.run_dir))
+            return 0
+        if args.command == "animate":
+            if not args.fps > 0:
+                raise UsageError(f"{PROG}: error: --fps must be positive, got {args.fps:g}")
+            from analysis.animation import animate
+            history = _load(args.run_dir)
+            out = Path(args.out) if args.out else Path(args.run_dir) / "stages.gif"
+            frames = animate(history, out, frames=args.frames, fps=args.fps, run=args.run)
+            print(f"wrote {out} ({frames} frames)")
             return 0
         from analysis.figures import save_loss_figure, save_stages_figure
         history = _load(args.run_dir)
