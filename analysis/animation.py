@@ -28,8 +28,8 @@ import numpy as np
 
 from simulator import History
 
-from .figures import (NEG, POS, S21_COLOR, SHADE, SIGNAL_COLOR, STAGE_LABELS, STAGE_NAMES,
-                      STAGE_TIMES, STYLE, TINY, figure_data, stage_index)
+from .figures import (POS, S21_COLOR, SHADE, SIGNAL_COLOR, STAGE_LABELS, STAGE_NAMES,
+                      STAGE_TIMES, STYLE, TINY, figure_data, plain_log_ticks, stage_index)
 
 MINORITY, MAJORITY = "tab:orange", "0.35"
 LINTHRESH_STEPS = 10
@@ -71,7 +71,7 @@ class StageAnimation:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.collections import LineCollection
         from matplotlib.figure import Figure
-        from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+        from matplotlib.ticker import FuncFormatter
 
         self.data = data = figure_data(history)
         q, st = data.q, data.stages
@@ -135,9 +135,7 @@ class StageAnimation:
             s.set_yscale("log")
             low = float(self.s21.min())
             s.set_ylim(low ** 1.05 if low < 1 else 0.1, 2.0)
-            s.yaxis.set_major_locator(FixedLocator(_decade_ticks(low)))
-            s.yaxis.set_major_formatter(FuncFormatter(_power_label))
-            s.yaxis.set_minor_locator(NullLocator())
+            plain_log_ticks(s.yaxis, low)
             s.set_title(r"softmax $s_{i,21}$: noise query on signal key", fontsize=12)
             self.vn_lines = v.plot(step[:1], self.Vn[:1], color=POS, lw=1.3)
             (self.vs_line,) = v.plot(step[:1], self.Vs[:1], color=SIGNAL_COLOR, lw=2.2)
@@ -222,21 +220,6 @@ class StageAnimation:
     def rgba(self) -> np.ndarray:
         """The canvas as it was last painted, (height, width, 4) uint8."""
         return np.asarray(self.fig.canvas.buffer_rgba())
-
-
-def _decade_ticks(low: float) -> list[float]:
-    """Powers of ten from 1 down to ``low``, at most six, a round number of decades apart."""
-    e = int(np.floor(np.log10(max(low, 1e-308))))
-    if e >= 0:
-        return [1.0]
-    gap = next(g for g in (1, 2, 5, 10, 20, 50, 100) if -e / g <= 5)
-    return [10.0 ** -k for k in range(0, -e + 1, gap)]
-
-
-def _power_label(x, _pos) -> str:
-    """``1e-8`` for a power of ten (plain text, unlike matplotlib's mathtext labels)."""
-    e = np.log10(x) if x > 0 else np.nan
-    return f"1e{e:.0f}" if np.isfinite(e) and abs(e - round(e)) < 1e-9 else ""
 
 
 def _check_path(path: Path) -> str:

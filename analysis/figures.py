@@ -78,8 +78,9 @@ TINY = np.finfo(float).tiny
 STYLE = {"font.size": 12, "axes.titlesize": 12.5, "axes.labelsize": 12,
          "legend.fontsize": 11, "xtick.labelsize": 11, "ytick.labelsize": 11,
          "figure.titlesize": 13, "axes.spines.top": False, "axes.spines.right": False,
-         "legend.framealpha": 0.9, "legend.edgecolor": "0.8"}
-"""Sizes read well on a slide at the saved size (no text below 11 pt)."""
+         "legend.framealpha": 0.9, "legend.edgecolor": "0.8", "axes.titley": 1.0}
+"""Sizes read well on a slide at the saved size (no text below 11 pt). A fixed title
+height (``axes.titley``) spares matplotlib a layout pass per Axes on every draw."""
 
 
 # ---------------------------------------------------------------- data and stages
@@ -289,12 +290,45 @@ def shade_stages(ax, step: np.ndarray, times: Mapping[str, float], *, highlight:
         k = int(idx[a])
         color = HIGHLIGHT if k == highlight else SHADE[k % 2]
         ax.axvspan(step[a], step[b], color=color, lw=0, zorder=0)
-        if labels:
-            tr = ax.xaxis.get_transform()
-            mid = tr.inverted().transform(np.array([tr.transform(np.array([step[a], step[b]],
-                                                                          float)).mean()]))[0]
+        tr = ax.xaxis.get_transform()
+        u = tr.transform(np.array([step[a], step[b]], float))
+        x0, x1 = tr.transform(np.array(ax.get_xlim(), float))
+        if labels and (u[1] - u[0]) / (x1 - x0) > 0.025 * (2 + len(STAGE_LABELS[k])):  # room
+            mid = tr.inverted().transform(np.array([u.mean()]))[0]
             ax.text(mid, 0.985, STAGE_LABELS[k], transform=blend, ha="center", va="top",
                     fontsize=11, color="0.25", zorder=5, fontweight="bold")
+
+
+def decade_ticks(low: float, high: float = 1.0, most: int = 6) -> list[float]:
+    """Powers of ten from ``high`` down to ``low``, at most ``most``, a round number of
+    decades apart (for log axes spanning many decades)."""
+    lo = int(np.floor(np.log10(max(low, 1e-308))))
+    hi = int(np.floor(np.log10(max(high, 1e-308))))
+    span = max(hi - lo, 1)
+    gap = next(g for g in (1, 2, 5, 10, 20, 50, 100, 200) if span / g < most)
+    return [10.0 ** e for e in range(hi, lo - 1, -gap)]
+
+
+def plain_log_ticks(axis, low: float, high: float = 1.0) -> None:
+    """Decade ticks (:func:`decade_ticks`) labelled in plain text (``1e-8``), no minor
+    ticks: plain labels draw several times faster than matplotlib's mathtext ones,
+    which counts where a figure is redrawn live or frame by frame."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    def label(x, _pos):
+        e = np.log10(x) if x > 0 else np.nan
+        return f"1e{e:.0f}" if np.isfinite(e) and abs(e - round(e)) < 1e-9 and e != 0 else \
+            (f"{x:g}" if np.isfinite(e) else "")
+
+    ticks = decade_ticks(low, high)
+    if len(ticks) < 3:                                   # under two decades: 1, 2, 5 steps
+        from matplotlib.ticker import LogLocator
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    else:
+        axis.set_major_locator(FixedLocator(ticks))
+        axis.set_major_formatter(FuncFormatter(label))
+    axis.set_minor_locator(NullLocator())
 
 
 def config_title(history: History, quantiles=(0.0, 1.0)) -> str:
@@ -422,9 +456,10 @@ def pair_panel(ax, data: FigureData, *, ax_signal=None, neuron: int = 0,
     return ax
 
 
-def loss_panel(ax, data: FigureData, *, time_scale: str = "split", quantiles=(0.0, 1.0)):
+def loss_panel(ax, data: FigureData, *, time_scale: str = "split", quantiles=(0.0, 1.0),
+               marks: bool = True):
     """Training loss, test loss and test error (log scale), ``log 2`` marked on the
-    right edge, stage times marked."""
+    right edge, stage times marked (unless ``marks`` is false)."""
     h, step, st = data.history, data.step, data.stages
     lines = (("train_loss", "black", "-", "train loss"), ("test_loss", POS, "-", "test loss"),
              ("test_error", "tab:orange", "--", "test error"))
@@ -443,7 +478,8 @@ def loss_panel(ax, data: FigureData, *, time_scale: str = "split", quantiles=(0.
     ax.set_title("training and test loss, test error")
     _legend(ax, [_proxy(c, lab, ls=ls, band=data.batch) for _, c, ls, lab in lines],
             loc="lower left")
-    mark_stages(ax, data.times())
+    if marks:
+        mark_stages(ax, data.times())
     return ax
 
 
