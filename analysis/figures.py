@@ -708,21 +708,25 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: float = 150) -> Path:
 
 
 def save_stages_figure(history: History, path: str | os.PathLike, *, neuron: int = 0,
-                       color_step: float | None = None, **options) -> Path:
+                       color_step: float | None = None, dpi: float = 150, **options) -> Path:
     """:func:`stages_figure` written to ``path`` (format from its extension)."""
-    return save_figure(stages_figure(history, neuron=neuron, color_step=color_step, **options), path)
+    return save_figure(stages_figure(history, neuron=neuron, color_step=color_step, **options),
+                       path, dpi=dpi)
 
 
-def save_loss_figure(history: History, path: str | os.PathLike, **options) -> Path:
+def save_loss_figure(history: History, path: str | os.PathLike, *, dpi: float = 150,
+                     **options) -> Path:
     """:func:`loss_figure` written to ``path`` (format from its extension)."""
-    return save_figure(loss_figure(history, **options), path)
+    return save_figure(loss_figure(history, **options), path, dpi=dpi)
 
 
-def save_slide_figure(history: History, path: str | os.PathLike, **options) -> Path:
+def save_slide_figure(history: History, path: str | os.PathLike, *, dpi: float = 150,
+                      **options) -> Path:
     """:func:`slide_figure` written to ``path`` (format from its extension)."""
-    return save_figure(slide_figure(history, **options), path)
+    return save_figure(slide_figure(history, **options), path, dpi=dpi)
 
 
-def save_pairs_figure(history: History, path: str | os.PathLike, **options) -> Path:
+def save_pairs_figure(history: History, path: str | os.PathLike, *, dpi: float = 150,
+                      **options) -> Path:
     """:func:`pairs_figure` written to ``path`` (format from its extension)."""
-    return save_figure(pairs_figure(history, **options), path)
+    return save_figure(pairs_figure(history, **options), path, dpi=dpi)
