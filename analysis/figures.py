@@ -45,7 +45,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
@@ -54,6 +54,9 @@ from simulator.io import atomic_write_with
 
 from .quantities import Quantities, quantities
 from .stages import Stages, detect_stages
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 STAGE_TIMES = ("T1", "T2", "T3", "T4")
 STAGE_LABELS = ("I", "II", "III", "IV", "after T4")
@@ -127,9 +130,10 @@ def stage_index(times: Mapping[str, float], step) -> np.ndarray:
     II), 2 (Stage III), 3 (Stage IV, ``[T3, T4)``) or 4 (from ``T4`` on).
 
     ``times``: ``{"T1": ..., "T4": ...}`` of one run (``nan``: never). A step is in
-    the stage after the latest stage time it has reached, so where stages overlap
-    (``T4`` before ``T3``) it follows the latest event. Index :data:`STAGE_LABELS`
-    or :data:`STAGE_NAMES` with the result.
+    the stage after the highest-numbered stage time it has reached, so where stages
+    overlap (``T4`` before ``T3``) a step past ``T4`` counts as after ``T4``. Index
+    :data:`STAGE_LABELS` or :data:`STAGE_NAMES` with the result. (A local helper:
+    :mod:`analysis.stages` detects the times.)
     """
     step = np.asarray(step, dtype=float)
     out = np.zeros(step.shape, dtype=int)
@@ -158,9 +162,9 @@ def style():
         yield
 
 
-def _new_figure(figsize):
-    """A figure outside pyplot, with an Agg canvas of its own (redraws reuse its
-    renderer and text layout)."""
+def new_figure(figsize) -> "Figure":
+    """A figure outside pyplot (no global state, nothing to close), with an Agg canvas
+    of its own: redraws reuse its renderer and text layout."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=figsize)
@@ -252,7 +256,7 @@ def mark_stages(ax, times: Mapping[str, np.ndarray], *, labels: bool = True,
     x0, x1 = ax.get_xlim()
     t_max = x1 if t_max is None else t_max
     tr = ax.xaxis.get_transform()
-    u0, u1 = tr.transform([x0, x1]) if hasattr(tr, "transform") else (x0, x1)
+    u0, u1 = tr.transform([x0, x1])
     placed: list[float] = []
     blend = blended_transform_factory(ax.transData, ax.transAxes)
     for name in times:
@@ -286,7 +290,7 @@ def shade_stages(ax, step: np.ndarray, times: Mapping[str, float], *, highlight:
     starts = np.concatenate([[0], cuts])
     ends = np.concatenate([cuts, [step.size - 1]])
     blend = blended_transform_factory(ax.transData, ax.transAxes)
-    for n, (a, b) in enumerate(zip(starts, ends)):
+    for a, b in zip(starts, ends):
         k = int(idx[a])
         color = HIGHLIGHT if k == highlight else SHADE[k % 2]
         ax.axvspan(step[a], step[b], color=color, lw=0, zorder=0)
@@ -569,7 +573,7 @@ def stages_figure(history: History | FigureData, *, neuron: int = 0,
     if not 0 <= neuron < m_k:
         raise ValueError(f"neuron must be between 0 and {m_k - 1}, got {neuron}")
     with style():
-        fig = _new_figure((12, 8.4)) if fig is None else fig
+        fig = new_figure((12, 8.4)) if fig is None else fig
         # fixed margins: constrained layout costs ~0.7 s a figure
         gs = fig.add_gridspec(2, 2, left=0.07, right=0.985, bottom=0.075, top=0.9,
                               wspace=0.2, hspace=0.36)
@@ -592,7 +596,7 @@ def loss_figure(history: History | FigureData, *, run: int | None = None, ax=Non
     data = figure_data(history, run)
     with style():
         if ax is None:
-            fig = _new_figure((8, 4.8))
+            fig = new_figure((8, 4.8))
             ax = fig.add_subplot(fig.add_gridspec(1, 1, left=0.1, right=0.92, bottom=0.13,
                                                   top=0.79 if data.batch else 0.85)[0])
             fig.suptitle(config_title(data.history, quantiles), fontsize=11, wrap=True)
@@ -606,7 +610,7 @@ def slide_figure(history: History | FigureData, *, run: int | None = None, fig=N
     each panel's own stage highlighted (16:9, 12.8 x 7.2 in). Returns the figure."""
     data = figure_data(history, run)
     with style():
-        fig = _new_figure((12.8, 7.2)) if fig is None else fig
+        fig = new_figure((12.8, 7.2)) if fig is None else fig
         lines = 2 + data.batch                                      # suptitle lines
         gs = fig.add_gridspec(2, 2, left=0.065, right=0.985, bottom=0.085,
                               top=0.935 - 0.04 * lines, wspace=0.16, hspace=0.38)
@@ -633,7 +637,7 @@ def pairs_figure(history: History | FigureData, *, run: int = 0, fig=None):
     data = figure_data(history, run)
     q, st, step = data.q, data.stages, data.step
     with style():
-        fig = _new_figure((12, 4.8)) if fig is None else fig
+        fig = new_figure((12, 4.8)) if fig is None else fig
         gs = fig.add_gridspec(1, 2, left=0.07, right=0.98, bottom=0.13, top=0.84, wspace=0.2)
         left = fig.add_subplot(gs[0])
         early = step <= max(60, 1.2 * float(np.nan_to_num(st.T2[0], nan=step[-1] / 10)))

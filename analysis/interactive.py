@@ -28,7 +28,7 @@ import numpy as np
 
 from simulator import SimulationConfig, run
 
-from .figures import (STYLE, _new_figure, alignment_panel, figure_data, loss_panel,
+from .figures import (STYLE, alignment_panel, figure_data, loss_panel, new_figure,
                       plain_log_ticks, s21_panel, shade_stages, value_gap_panel)
 
 STEPS = 1000
@@ -84,7 +84,7 @@ class LiveStages:
         import matplotlib
         self.dpi = dpi
         with matplotlib.rc_context(STYLE):
-            self.fig = _new_figure(figsize)
+            self.fig = new_figure(figsize)
             self.fig.set_dpi(dpi)
             gs = self.fig.add_gridspec(2, 2, left=0.075, right=0.95, bottom=0.1, top=0.84,
                                        wspace=0.2, hspace=0.5)

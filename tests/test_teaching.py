@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from analysis import figures
 from analysis.animation import frame_records
 from analysis.interactive import DEFAULTS, LiveStages, live_config
-from simulator import SimulationConfig, run, train
+from simulator import SimulationConfig, run
 from workflows.analysis_cli import main
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "docs" / "notebooks" / "four_stages.ipynb"
