@@ -290,6 +290,7 @@ def shade_stages(ax, step: np.ndarray, times: Mapping[str, float], *, highlight:
     starts = np.concatenate([[0], cuts])
     ends = np.concatenate([cuts, [step.size - 1]])
     blend = blended_transform_factory(ax.transData, ax.transAxes)
+    width = ax.get_position().width * ax.get_figure(root=True).get_figwidth()
     for a, b in zip(starts, ends):
         k = int(idx[a])
         color = HIGHLIGHT if k == highlight else SHADE[k % 2]
@@ -297,7 +298,8 @@ def shade_stages(ax, step: np.ndarray, times: Mapping[str, float], *, highlight:
         tr = ax.xaxis.get_transform()
         u = tr.transform(np.array([step[a], step[b]], float))
         x0, x1 = tr.transform(np.array(ax.get_xlim(), float))
-        if labels and (u[1] - u[0]) / (x1 - x0) > 0.025 * (2 + len(STAGE_LABELS[k])):  # room
+        inches = (u[1] - u[0]) / (x1 - x0) * width                 # the band's width
+        if labels and inches > 0.1 * (1 + len(STAGE_LABELS[k])):   # room for its name
             mid = tr.inverted().transform(np.array([u.mean()]))[0]
             ax.text(mid, 0.985, STAGE_LABELS[k], transform=blend, ha="center", va="top",
                     fontsize=11, color="0.25", zorder=5, fontweight="bold")
@@ -542,7 +544,10 @@ def s21_panel(ax, data: FigureData, *, time_scale: str = "symlog", quantiles=(0.
     _lines(ax, step, q.s11, S11_COLOR, batch=data.batch, quantiles=quantiles, log=True, lw=1.6)
     ax.set_yscale("log")
     lo = max(float(np.min(np.maximum(q.s21, TINY))), 1e-300)
-    ax.set_ylim(lo ** 1.04 if lo < 1 else lo / 2, 10.0)
+    ax.set_ylim(lo ** 1.04 if lo < 1 else lo / 2, max(10.0, lo ** -0.12))   # room for names
+    from matplotlib.ticker import FixedLocator, NullLocator
+    ax.yaxis.set_major_locator(FixedLocator(decade_ticks(lo, 1.0)))         # none above 1
+    ax.yaxis.set_minor_locator(NullLocator())
     set_time_axis(ax, step[-1], scale=time_scale, early=early_window(data.stages, step))
     ax.set_title(r"IV. softmax: $s_{i,21}$ (purple) collapses, $s_{i,11}$ (green) stays")
     return ax
