@@ -12,11 +12,13 @@ fits            s_{i,21} decay form, training-loss rate, test-error prediction
 regime          is a configuration inside the regime the theory assumes?
 summary         one pass over everything; flat per-run summaries for sweeps
 report          the prediction table, report.md and report.json of a run dir
-figures         the four-panel stages figure and the loss figure
+figures         figures for papers and slides: stages, loss, slide, pairs; panels
+animation       ``python -m analysis animate``: a GIF of a run through the stages
+interactive     live sliders over the reduced engine (a notebook's widgets)
 tables          a sweep's results.csv as a typed pandas DataFrame (``load_sweep``)
 scaling         log-log slopes across a sweep, seeds aggregated, against the
                 theory's exponents (``scaling_study``)
-cli             ``python -m analysis report|plot|scaling|sweep``
+cli             ``python -m analysis report|plot|animate|scaling|sweep`` (in ``workflows``)
 =============== ===============================================================
 
 >>> from analysis import run_summary, write_report       # doctest: +SKIP

@@ -96,66 +96,90 @@ def loss_shape(h) -> dict[str, float]:
             "shape": "linear" if ratio >= 0.75 else "sublinear"}
 
 
+LOOK = {  # label -> line style: SignGD thick and black underneath, its exact twin dashed on top
+    "signgd": dict(color="black", lw=3.4, zorder=2),
+    "adam b=(0,0) eps=0": dict(color="tab:orange", lw=1.6, ls=(0, (4, 3)), zorder=4),
+    "adam b=(0,0) eps=1e-8": dict(color="tab:green", lw=1.6, zorder=3),
+    "adam b=(0.9,0.99)": dict(color="tab:blue", lw=1.6, zorder=3),
+    "adam b=(0.9,0.999)": dict(color="tab:red", lw=1.6, zorder=3),
+}
+
+
+PAIR_COLORS = ("tab:purple", "tab:brown", "tab:cyan")   # not the optimizers' colours
+
+
+def _label(res) -> str:
+    if res["label"] == "adam b=(0,0) eps=0":
+        return res["label"] + " (= SignGD, dashed)"
+    return res["label"]
+
+
 def plot_trajectories(results, path):
+    from analysis.figures import config_title, style
+
     plt = pyplot()
-    fig, ax = plt.subplots(2, 2, figsize=(12, 8))
-    fig.subplots_adjust(left=0.07, right=0.98, top=0.92, bottom=0.07, hspace=0.3, wspace=0.22)
-    ref = results[0]["history"]
-    t = ref.steps
-    colors = [f"C{j}" for j in range(len(results))]
-    a = ax[0, 0]
-    for res, c in zip(results, colors):
-        h = res["history"]
-        a.plot(t, h["Vn"][:, 0].mean(-1), color=c, label=res["label"])
-        a.plot(t, h["Vs"][:, 0], color=c, ls=":")
-    a.set(title="(a) mean value noise (solid, mean over i) and value signal (dotted)", xlabel="step")
-    a.legend(fontsize=8)
-    a = ax[0, 1]
-    show = [r for r in results if r["label"] in ("signgd", "adam b=(0.9,0.999)")]
-    pairs = _flip_pairs(results[0])[:3] or [(0, 0), (0, 1)]    # SignGD's flips
-    for j, (s, i) in enumerate(pairs):
+    with style():
+        fig, ax = plt.subplots(2, 2, figsize=(13, 8.6))
+        fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.07, hspace=0.34, wspace=0.2)
+        ref = results[0]["history"]
+        t = ref.steps
+        a = ax[0, 0]
+        for res in results:
+            h = res["history"]
+            a.plot(t, h["Vn"][:, 0].mean(-1), label=_label(res), **LOOK[res["label"]])
+            a.plot(t, h["Vs"][:, 0], **{**LOOK[res["label"]], "ls": ":"})
+        a.set(title=r"(a) value noise $\langle\bar v, y_i\xi_i\rangle$ (mean over $i$) and "
+                    r"signal $\langle\bar v, \mu\rangle$ (dotted)", xlabel="step")
+        a.legend(loc="upper left")
+        a = ax[0, 1]
+        show = [r for r in results if r["label"] in ("signgd", "adam b=(0.9,0.999)")]
+        pairs = _flip_pairs(results[0])[:3] or [(0, 0), (0, 1)]    # SignGD's flips
+        for j, (s, i) in enumerate(pairs):
+            for res, ls in zip(show, ("-", "--")):
+                a.plot(t, res["history"]["Qn"][:, 0, s, i], color=PAIR_COLORS[j % 3], ls=ls, lw=1.8)
         for res, ls in zip(show, ("-", "--")):
-            a.plot(t, res["history"]["Qn"][:, 0, s, i], color=f"C{j}", ls=ls)
-    for res, ls in zip(show, ("-", "--")):
-        a.plot([], [], color="k", ls=ls, label=f"{res['label']}")
-    a.axhline(0, color="gray", lw=0.5)
-    a.set(title=r"(b) query noise $\langle w_{Q,s}, y_i\xi_i\rangle$ of pairs SignGD flips",
-          xlabel="step")
-    a.legend(fontsize=8)
-    a = ax[1, 0]
-    for res, c in zip(results[1:], colors[1:]):
-        h = res["history"]
-        gap = np.max([np.abs(h[q] - ref[q]).reshape(len(t), -1).max(-1) / np.abs(ref[q]).max()
-                      for q in QUANTITIES], axis=0)
-        a.semilogy(t, np.maximum(gap, 1e-17), color=c, label=res["label"])
-    a.set(title="(c) gap to SignGD: max over quantities of |X - X_signgd| / max|X_signgd|",
-          xlabel="step")
-    a.legend(fontsize=8)
-    a = ax[1, 1]
-    tiny = np.finfo(float).tiny
-    for res, c in zip(results, colors):
-        S = res["history"]["softmax"][:, 0]
-        a.semilogy(t, np.maximum(np.median(S[:, :, 1, 0], axis=-1), tiny), color=c, label=res["label"])
-    a.set(title=r"(d) median over i of $s_{i,21}$", xlabel="step")
-    a.legend(fontsize=8)
-    cfg = ref.config
-    fig.suptitle(f"SignGD vs Adam on the same data and initialization (n={cfg.n}, m_k={cfg.m_k}, "
-                 f"||mu||={cfg.mu_norm:g}, eta={cfg.eta:g}, seed={cfg.seed})")
+            a.plot([], [], color="k", ls=ls, label=f"{res['label']}")
+        a.axhline(0, color="gray", lw=0.5)
+        a.set(title=r"(b) query noise $\langle w_{Q,s}, y_i\xi_i\rangle$ of pairs SignGD flips",
+              xlabel="step")
+        a.legend(loc="lower left")
+        a = ax[1, 0]
+        for res in results[1:]:
+            h = res["history"]
+            gap = np.max([np.abs(h[q] - ref[q]).reshape(len(t), -1).max(-1) / np.abs(ref[q]).max()
+                          for q in QUANTITIES], axis=0)
+            a.semilogy(t, np.maximum(gap, 1e-17), label=_label(res).replace(
+                " (= SignGD, dashed)", " (gap 0, drawn at 1e-17)"), **LOOK[res["label"]])
+        a.set(title=r"(c) gap to SignGD, $\max_X |X - X_{\mathrm{signgd}}| / \max|X_{\mathrm{signgd}}|$",
+              xlabel="step")
+        a.legend(loc="center right")
+        a = ax[1, 1]
+        tiny = np.finfo(float).tiny
+        for res in results:
+            S = res["history"]["softmax"][:, 0]
+            a.semilogy(t, np.maximum(np.median(S[:, :, 1, 0], axis=-1), tiny), label=_label(res),
+                       **LOOK[res["label"]])
+        a.set(title=r"(d) median over $i$ of $s_{i,21}$ (lines as in (a))", xlabel="step")
+        fig.suptitle("SignGD vs Adam on the same data and initialization\n"
+                     + config_title(ref).split(": ", 1)[1])
     return save_figure(fig, path)
 
 
 def plot_loss(results, path):
+    from analysis.figures import style
+
     plt = pyplot()
-    fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
-    fig.subplots_adjust(left=0.07, right=0.98, top=0.88, bottom=0.12, wspace=0.22)
-    for res in results:
-        h = res["history"]
-        t, L = h.steps, h["train_loss"][:, 0]
-        ax[0].semilogy(t, L, label=f"{res['label']} ({res['shape']['shape']})")
-        ax[1].loglog(t[1:], L[1:], label=res["label"])
-    ax[0].set(title="training loss, log scale: a straight line is a linear rate", xlabel="step")
-    ax[1].set(title="log-log: a straight line is a sublinear (power-law) rate", xlabel="step")
-    ax[0].legend(fontsize=8)
+    with style():
+        fig, ax = plt.subplots(1, 2, figsize=(13, 5))
+        fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.12, wspace=0.2)
+        for res in results:
+            h = res["history"]
+            t, L = h.steps, h["train_loss"][:, 0]
+            ax[0].semilogy(t, L, label=f"{_label(res)}, {res['shape']['shape']}", **LOOK[res["label"]])
+            ax[1].loglog(t[1:], L[1:], label=res["label"], **LOOK[res["label"]])
+        ax[0].set(title="training loss, log scale: a straight line is a linear rate", xlabel="step")
+        ax[1].set(title="log-log: a straight line is a sublinear (power-law) rate", xlabel="step")
+        ax[0].legend(loc="lower left", fontsize=11)
     return save_figure(fig, path)
 
 

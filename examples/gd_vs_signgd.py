@@ -131,58 +131,82 @@ def cell_table(rows) -> dict:
     return {k: tuple(float(np.mean(col)) for col in zip(*v)) for k, v in acc.items()}
 
 
+def _plain_log_axes(a, xs=None, ys=None):
+    """Ticks at the grid values (or decades), labelled as plain numbers, no minor ticks."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    for axis, values in ((a.xaxis, xs), (a.yaxis, ys)):
+        if values is not None:
+            axis.set_major_locator(FixedLocator(values))
+        axis.set_major_formatter(plain)
+        axis.set_minor_locator(NullLocator())
+
+
 def plot_phase(cells, mus, ss, path):
+    from analysis.figures import style
+
     plt = pyplot()
-    fig, axes = plt.subplots(2, 3, figsize=(14, 8.6), squeeze=False)
-    fig.subplots_adjust(left=0.05, right=0.98, top=0.88, bottom=0.07, wspace=0.25, hspace=0.3)
-    mu_edges = _edges(mus)
-    s_edges = _edges(ss)
-    mu_line = np.geomspace(mu_edges[0], mu_edges[-1], 100)
-    for col, opt in enumerate(OPTIMIZERS):
-        for row, (metric, vmax, title) in enumerate(((0, math.log(2), "test loss"),
-                                                     (1, 0.5, "test error"))):
-            a = axes[row, col]
-            Z = np.array([[cells[(opt, s, mu)][metric] for mu in mus] for s in ss])
-            mesh = a.pcolormesh(mu_edges, s_edges, Z, vmin=0, vmax=vmax, cmap="viridis")
-            for i, s in enumerate(ss):
-                for j, mu in enumerate(mus):
-                    if np.isfinite(Z[i, j]):
-                        a.text(mu, s, f"{Z[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                               color="w" if Z[i, j] < 0.6 * vmax else "k")
-            s_sign = mu_line / (SIGMA_P * math.sqrt(2 / math.pi))     # ||mu|| = E||xi||_1
-            s_gd = N * mu_line ** 2 / SIGMA_P ** 2                    # n ||mu||^2 = E||xi||_2^2
-            a.plot(mu_line, s_sign, color="tab:red", lw=2,
-                   label=r"sign methods: $\|\mu\| = E\|\xi\|_1 = s\sigma_p\sqrt{2/\pi}$")
-            a.plot(mu_line, s_gd, color="w", lw=2, ls="--",
-                   label=r"GD: $n\|\mu\|^2 = E\|\xi\|_2^2 = s\sigma_p^2$")
-            a.set(xscale="log", yscale="log", xlim=mu_edges[[0, -1]], ylim=s_edges[[0, -1]],
-                  xlabel=r"signal strength $\|\mu\|$", ylabel="noise sparsity s",
-                  title=f"{opt}: {title} at train loss {TARGET}")
-            fig.colorbar(mesh, ax=a, shrink=0.85)
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", ncol=2,
-               bbox_to_anchor=(0.5, 0.955), fontsize=9, facecolor="0.85")
-    fig.suptitle(f"Claim 4: where each optimizer generalizes (n={N}, sigma_p={SIGMA_P:g}; "
-                 "GD generalizes right of the dashed line, SignGD/Adam right of the red line)")
+    with style():
+        fig, axes = plt.subplots(2, 3, figsize=(17, 10.5), squeeze=False)
+        fig.subplots_adjust(left=0.055, right=0.975, top=0.86, bottom=0.07, wspace=0.22, hspace=0.3)
+        mu_edges = _edges(mus)
+        s_edges = _edges(ss)
+        mu_line = np.geomspace(mu_edges[0], mu_edges[-1], 100)
+        for col, opt in enumerate(OPTIMIZERS):
+            for row, (metric, vmax, title) in enumerate(((0, math.log(2), "test loss"),
+                                                         (1, 0.5, "test error"))):
+                a = axes[row, col]
+                Z = np.array([[cells[(opt, s, mu)][metric] for mu in mus] for s in ss])
+                mesh = a.pcolormesh(mu_edges, s_edges, Z, vmin=0, vmax=vmax, cmap="viridis")
+                for i, s in enumerate(ss):
+                    for j, mu in enumerate(mus):
+                        if np.isfinite(Z[i, j]):   # ".13": two decimals fit a cell at 11 pt
+                            a.text(mu, s, f"{Z[i, j]:.2f}".lstrip("0"), ha="center", va="center",
+                                   fontsize=11, color="w" if Z[i, j] < 0.6 * vmax else "k")
+                s_sign = mu_line / (SIGMA_P * math.sqrt(2 / math.pi))     # ||mu|| = E||xi||_1
+                s_gd = N * mu_line ** 2 / SIGMA_P ** 2                    # n ||mu||^2 = E||xi||_2^2
+                a.plot(mu_line, s_sign, color="tab:red", lw=2.5,
+                       label=r"sign methods: $\|\mu\| = E\|\xi\|_1 = s\sigma_p\sqrt{2/\pi}$")
+                a.plot(mu_line, s_gd, color="w", lw=2.5, ls="--",
+                       label=r"GD: $n\|\mu\|^2 = E\|\xi\|_2^2 = s\sigma_p^2$")
+                a.set(xscale="log", yscale="log", xlim=mu_edges[[0, -1]], ylim=s_edges[[0, -1]],
+                      xlabel=r"signal strength $\|\mu\|$",
+                      title=f"{opt}: {title} at train loss {TARGET}")
+                _plain_log_axes(a, ys=ss)
+                if col == 0:
+                    a.set_ylabel("noise sparsity $s$")
+                cb = fig.colorbar(mesh, ax=a, shrink=0.9, pad=0.02)
+                cb.set_label(f"matched {title}")
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", ncol=2,
+                   bbox_to_anchor=(0.5, 0.945), facecolor="0.85")
+        fig.suptitle(rf"Claim 4: where each optimizer generalizes ($n$={N}, $\sigma_p$={SIGMA_P:g}): "
+                     "GD right of the dashed line, SignGD and Adam right of the red line")
     return save_figure(fig, path)
 
 
 def plot_snr(cells, mus, ss, path):
+    from analysis.figures import style
+
     plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4))
-    fig.subplots_adjust(left=0.05, right=0.98, top=0.92, bottom=0.14, wspace=0.3)
-    x = np.array([[math.sqrt(gd_ratio(mu, s)) for mu in mus] for s in ss]).ravel()
-    y = np.array([[sign_ratio(mu, s) for mu in mus] for s in ss]).ravel()
-    for a, opt in zip(axes, OPTIMIZERS):
-        z = np.array([[cells[(opt, s, mu)][0] for mu in mus] for s in ss]).ravel()
-        sc = a.scatter(x, y, c=z, vmin=0, vmax=math.log(2), cmap="viridis", s=40, edgecolors="k",
-                       linewidths=0.3)
-        a.axvline(1.0, color="k", ls="--", label="GD boundary")
-        a.axhline(1.0, color="tab:red", label="sign-method boundary")
-        a.set(xscale="log", yscale="log", title=f"{opt}: matched test loss",
-              xlabel=r"$\sqrt{n}$ l2-SNR $= \sqrt{n}\|\mu\| / (\sigma_p\sqrt{s})$",
-              ylabel=r"l1-SNR $\|\mu\| / E\|\xi\|_1$")
-        fig.colorbar(sc, ax=a)
-    axes[0].legend(loc="lower right", fontsize=8)
+    with style():
+        fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+        fig.subplots_adjust(left=0.055, right=0.975, top=0.9, bottom=0.15, wspace=0.25)
+        x = np.array([[math.sqrt(gd_ratio(mu, s)) for mu in mus] for s in ss]).ravel()
+        y = np.array([[sign_ratio(mu, s) for mu in mus] for s in ss]).ravel()
+        for a, opt in zip(axes, OPTIMIZERS):
+            z = np.array([[cells[(opt, s, mu)][0] for mu in mus] for s in ss]).ravel()
+            sc = a.scatter(x, y, c=z, vmin=0, vmax=math.log(2), cmap="viridis", s=60,
+                           edgecolors="k", linewidths=0.4)
+            a.axvline(1.0, color="k", ls="--", label="GD boundary")
+            a.axhline(1.0, color="tab:red", label="sign-method boundary")
+            a.set(xscale="log", yscale="log", title=f"{opt}: matched test loss",
+                  xlabel=r"$\sqrt{n}$ l2-SNR $= \sqrt{n}\|\mu\| / (\sigma_p\sqrt{s})$")
+            _plain_log_axes(a)
+            cb = fig.colorbar(sc, ax=a, pad=0.02)
+            cb.set_label("matched test loss")
+        axes[0].set_ylabel(r"l1-SNR $\|\mu\| / E\|\xi\|_1$")
+        axes[0].legend(loc="lower right")
     return save_figure(fig, path)
 
 

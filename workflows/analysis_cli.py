@@ -1,7 +1,7 @@
 """Command line of the analysis: ``python -m analysis report RUN_DIR``,
-``python -m analysis plot RUN_DIR``, ``python -m analysis scaling SWEEP_DIR --x X --y Y``
-(:mod:`analysis.scaling`) and ``python -m analysis sweep ...`` (delegated to
-:mod:`workflows.sweep`).
+``python -m analysis plot RUN_DIR``, ``python -m analysis animate RUN_DIR --out FILE.gif``,
+``python -m analysis scaling SWEEP_DIR --x X --y Y`` (:mod:`analysis.scaling`) and
+``python -m analysis sweep ...`` (delegated to :mod:`workflows.sweep`).
 
 A thin layer over the library. Bad input exits with status 2 and a one-line error,
 never a traceback.
@@ -59,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--boot-seed", type=int, default=0, help="seed of the bootstrap generator (default 0)")
     sc.add_argument("--out", default=None, metavar="DIR", help="output directory (default SWEEP_DIR/scaling)")
     sub.add_parser("sweep", help="run a parameter sweep (see: python -m analysis sweep --help)")
+    anim = sub.add_parser("animate", help="write an animation of the run through the four "
+                          "stages: GIF, or MP4 where ffmpeg is installed")
+    anim.add_argument("run_dir", metavar="RUN_DIR")
+    anim.add_argument("--out", metavar="FILE", default=None,
+                      help="the animation, .gif or .mp4 (default: RUN_DIR/stages.gif)")
+    anim.add_argument("--frames", type=int, default=80,
+                      help="frames, spaced evenly on a log time axis (default: %(default)s)")
+    anim.add_argument("--fps", type=float, default=8, help="frames per second (default: %(default)s)")
+    anim.add_argument("--run", type=int, default=0, help="run of a batch to show (default: 0)")
     return parser
 
 
@@ -96,13 +105,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            raise UsageError(f"{PROG}: error: choose a command: report, plot, scaling or sweep")
+            raise UsageError(f"{PROG}: error: choose a command: report, plot, animate, scaling or sweep")
         if args.command == "scaling":
             return _scaling(args)
         if args.command == "report":
             _load(args.run_dir)  # validate before the heavier work
             from analysis.report import write_report
             print(write_report(args.run_dir))
+            return 0
+        if args.command == "animate":
+            if not args.fps > 0:
+                raise UsageError(f"{PROG}: error: --fps must be positive, got {args.fps:g}")
+            from analysis.animation import animate
+            history = _load(args.run_dir)
+            out = Path(args.out) if args.out else Path(args.run_dir) / "stages.gif"
+            frames = animate(history, out, frames=args.frames, fps=args.fps, run=args.run)
+            print(f"wrote {out} ({frames} frames)")
             return 0
         from analysis.report import add_files, figure_files
         history = _load(args.run_dir)
