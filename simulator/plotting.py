@@ -61,8 +61,8 @@ def training_figure_png(history: History) -> bytes:
     a.plot([], [], color="tab:green", label=r"$s_{i,11}$ (signal query on signal)")
     a.set(title="(d) softmax outputs", xlabel="step")
     a.legend()
-    fig.suptitle(f"{cfg.optimizer}: d={cfg.d}, n={cfg.n}, s={cfg.s}, sigma_p={cfg.sigma_p:g}, "
-                 f"||mu||={cfg.mu_norm:g}, sigma_0={cfg.sigma_0:g}, eta={cfg.eta:g}, seed={cfg.seed}")
+    fig.suptitle(rf"{cfg.optimizer}: $d$={cfg.d}, $n$={cfg.n}, $s$={cfg.s}, $\sigma_p$={cfg.sigma_p:g}, "
+                 rf"$\|\mu\|$={cfg.mu_norm:g}, $\sigma_0$={cfg.sigma_0:g}, $\eta$={cfg.eta:g}, seed {cfg.seed}")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
