@@ -24,7 +24,9 @@ def one_line(err: str) -> str:
 def test_a_rerun_replaces_the_whole_run_directory(tmp_path, capsys):
     out = tmp_path / "run"
     assert run_main(["run", *SMALL, "--out", str(out)]) == 0          # with its report
-    assert (out / "report.md").is_file()
+    assert sorted(p.name for p in out.iterdir()) == [                 # no overlapping figures
+        "config.json", "history.npz", "loss.png", "manifest.json", "report.json", "report.md",
+        "stages.png"]
     assert run_main(["run", *SMALL, "--optimizer", "adam", "--no-report", "--out", str(out)]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["config.json", "history.npz", "manifest.json", "training.png"]

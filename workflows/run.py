@@ -121,9 +121,12 @@ def command_run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     history = run_config(config, progress=not args.quiet)
     seconds = time.perf_counter() - start
-    history.save(out, extra={"training.png": training_figure_png(history)})
+    # one figure of the run without the report; with it, stages.png and loss.png show
+    # the same curves (and more), so the run directory holds no overlapping figures
+    extra = {"training.png": training_figure_png(history)} if args.no_report else {}
+    history.save(out, extra=extra)
     print(_summary(history, seconds))
-    print(f"saved {out}/config.json, history.npz, training.png")
+    print(f"saved {out}/config.json, history.npz" + (", training.png" if args.no_report else ""))
     if not args.no_report:
         from analysis.report import write_report
 
