@@ -379,3 +379,10 @@ def _same_rows(a, b):
         x.keys() == y.keys() and all(
             (isinstance(x[k], float) and isinstance(y[k], float) and math.isnan(x[k]) and math.isnan(y[k]))
             or x[k] == y[k] for k in x) for x, y in zip(a, b))
+
+
+def test_an_absurd_grid_value_is_one_short_line(tmp_path, capsys):
+    assert main(["--grid", "d=1e308", "--out", str(tmp_path / "s"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and len(err[0]) < 300, err
+    assert "d must be an integer between 2 and 9223372036854775807" in err[0]

@@ -219,8 +219,14 @@ def _derive(derived: Sequence[Derived], base: SimulationConfig, changes: dict[st
     return out
 
 
+def _value(v: Any) -> str:
+    """A grid value for a message, long ones cut (a 309-digit integer, say)."""
+    text = repr(v)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
+
+
 def _shown(entry: dict[str, Any], spec: "OptimizerSpec | None") -> str:
-    items = [f"{k}={v!r}" for k, v in entry.items()]
+    items = [f"{k}={_value(v)}" for k, v in entry.items()]
     if spec is not None:
         items.insert(0, spec.label)
     return f"point ({', '.join(items)})" if items else "the base config"
@@ -339,7 +345,7 @@ def expand(base: SimulationConfig, grids: Iterable[Any] = (), *, seeds: int | No
                 culprit = next((d for d in derived if str(exc).startswith(f"{d.name} ")), None)
                 if culprit is not None:
                     raise SweepError(f"{culprit.label}: {exc} at {_shown(entry, spec)}") from None
-                shown = ", ".join(f"{k}={v!r}" for k, v in {**changes, **values}.items()
+                shown = ", ".join(f"{k}={_value(v)}" for k, v in {**changes, **values}.items()
                                   if k != "n_seeds")
                 raise SweepError(f"point ({shown}): {exc}") from None
             key = point_key(config, match_train_loss)
