@@ -46,14 +46,15 @@ reaches this engine: its builder requires ``engine='full'``. Label-flip noise (t
 sign ``c_i = y_i y_clean_i``) and a random signal position (the softmax is kept in
 signal/noise order) keep the reduction exact and are supported.
 
-Floating point: SignGD runs on the fused kernel
+Floating point: SignGD on the plain model (no score scale, sum pooling, no feature
+noise, full batches) runs on the fused kernel
 :func:`~simulator.reduced_dynamics.signgd_direction`, which takes the exact signs of
 the gradient. Where the full engine's products ``l'_i S_ns S_nn`` or ``l'_i`` itself
 underflow to 0 (its ``sign`` is then 0 and the sample stops), the kernel keeps the
 exact laws; the history's ``lprime`` and ``underflow_step`` still report the float64
-``l'``, as the full engine does. Every other optimizer is lifted onto the state
-(:func:`~simulator.reduced_dynamics.lift`) from the float64 gradient of the model,
-as the full engine computes it.
+``l'``, as the full engine does. Every other optimizer, and SignGD on a variant, is
+lifted onto the state (:func:`~simulator.reduced_dynamics.lift`) from the float64
+gradient of the model, as the full engine computes it.
 
 Runs are independent; the engine advances them in chunks of at most
 :data:`CHUNK_BYTES` of working memory, each chunk vectorized over its runs
