@@ -3,17 +3,9 @@ products of ``docs/theory.md`` section 4 (first run of the batch)."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .history import History
-from .io import atomic_write_with
-
-
-def save_training_figure(history: History, path: str | os.PathLike) -> None:
-    """Write :func:`training_figure_png` to ``path`` atomically."""
-    atomic_write_with(path, lambda fh: fh.write(training_figure_png(history)))
 
 
 def training_figure_png(history: History) -> bytes:

@@ -619,7 +619,7 @@ def test_cli_absurd_value_exits_2_with_one_line(tmp_path, monkeypatch, capsys, n
     import simulator.plotting
     from workflows.run import main
 
-    monkeypatch.setattr(simulator.plotting, "save_training_figure", lambda *a, **k: None)
+    monkeypatch.setattr(simulator.plotting, "training_figure_png", lambda h: b"\x89PNG\r\n\x1a\n")
     option = f"--{name.replace('_', '-')}"
     code = main(["run", *TINY, option, text, "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
