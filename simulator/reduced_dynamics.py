@@ -61,7 +61,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import expit
 
-from .model import PLAIN, Attention, ModelOptions, attend, attend_backward, loss_derivative
+from .model import PLAIN, Attention, ModelOptions, attend, attend_backward, loss_derivative_of_batch
 
 
 def state_size(m_k: int, n: int) -> int:
@@ -133,8 +133,7 @@ def gradient(att: Attention, margin: np.ndarray, c: np.ndarray, m_v: int,
     with feature noise ``-alpha`` times the noise patch's (its entry on coordinate 0).
     """
     n, R = c.shape
-    lp = c.T * loss_derivative(margin)                        # (R, n)
-    dL_df = lp / n if batch is None else np.where(batch, lp, 0.0) / batch.sum(-1, keepdims=True)
+    dL_df = loss_derivative_of_batch(c.T, margin, batch)      # (R, n) c_i l'_i / n (or / B)
     dL_dq, dL_dk, dL_du = attend_backward(att, dL_df)         # (R, n, 2, m_k), (R, n, 2)
     m_k = dL_dq.shape[-1]
     g = flat_state(np.empty((state_size(m_k, n), R)), m_k, n)
