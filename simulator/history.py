@@ -135,17 +135,27 @@ class Recorder:
             self.arrays[name][rs] = value
 
     def history(self) -> History:
-        for f in SCHEMA:
+        found = first_nonfinite(self.arrays)
+        if found is not None:
+            f, idx = found
             a = self.arrays[f.name]
-            if a.dtype.kind == "f" and not np.isfinite(a).all():
-                idx = np.argwhere(~np.isfinite(a))[0]
-                where = (f"step {int(self.steps[idx[0]])}, run seed "
-                         f"{int(self.arrays['seeds'][idx[1]])}" if f.recorded and a.ndim > 1
-                         else f"run seed {int(self.arrays['seeds'][idx[0]])}")
-                raise NonFiniteError(f"non-finite {f.name} ({f.meaning}) in the recorded output "
-                                     f"at {where}: "
-                                     f"{a[tuple(idx)]}; {nonfinite_hint(self.config)}")
+            where = (f"step {int(self.steps[idx[0]])}, run seed "
+                     f"{int(self.arrays['seeds'][idx[1]])}" if f.recorded and a.ndim > 1
+                     else f"run seed {int(self.arrays['seeds'][idx[0]])}")
+            raise NonFiniteError(f"non-finite {f.name} ({f.meaning}) in the recorded output "
+                                 f"at {where}: "
+                                 f"{a[idx]}; {nonfinite_hint(self.config)}")
         return History(self.config, self.arrays)
+
+
+def first_nonfinite(arrays: dict[str, np.ndarray]):
+    """``(field, index)`` of the first non-finite value of a float schema array, in
+    schema order, or ``None`` when every value is finite."""
+    for f in SCHEMA:
+        a = arrays[f.name]
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            return f, tuple(np.argwhere(~np.isfinite(a))[0])
+    return None
 
 
 def nonfinite_hint(config: SimulationConfig) -> str:
@@ -278,10 +288,9 @@ class History:
                               f"({type(exc).__name__}: {exc})".splitlines()[0]) from None
         history = cls(config, arrays)
         history.check()
-        for f in SCHEMA:
-            a = arrays[f.name]
-            if a.dtype.kind == "f" and not np.isfinite(a).all():
-                raise RunDirError(f"{run_dir / HISTORY_FILE}: {f.name} holds non-finite values")
+        found = first_nonfinite(arrays)
+        if found is not None:
+            raise RunDirError(f"{run_dir / HISTORY_FILE}: {found[0].name} holds non-finite values")
         return history
 
     def to_bytes(self) -> bytes:
