@@ -145,8 +145,8 @@ class FullEngine:
             c = problem.y * problem.stacked("y_clean")                   # (R, n)
             yn = yn + self.alpha * c[..., None] * (mu * w_signal)[:, :, None, :]  # y_i W xi_i
         return {
-            "Vs": mu * (w_signal[..., lay.Vp].mean(-1) - w_signal[..., lay.Vm].mean(-1)),
-            "Vn": yn[..., lay.Vp].mean(-1) - yn[..., lay.Vm].mean(-1),
+            "Vs": mu * (w_signal[..., lay.V] @ lay.value_row),          # <vbar, mu>
+            "Vn": yn[..., lay.V] @ lay.value_row,                        # <vbar, y_i xi_i>
             "Qs": mu * w_signal[..., lay.Q],
             "Ks": mu * w_signal[..., lay.K],
             "Qn": yn[..., lay.Q].swapaxes(-1, -2),
@@ -165,14 +165,26 @@ class FullEngine:
         """``W x`` of run ``r``'s test inputs ``rows`` ``(K, n_rows, L, M)`` at ``K``
         snapshots ``(K, R, M, C)``: ``W_0 x`` on fresh coordinates plus the touched columns."""
         problem = self.problem
-        K, R, M, C = snaps.shape
-        Wc = snaps[:, r].transpose(2, 0, 1).reshape(C, K * M)            # (C, K M)
-        signal = (self.test.signal[r][rows] @ Wc).reshape(-1, K, M).swapaxes(0, 1)  # (K, n, M)
-        noise = (self.test.noise[r][rows] @ Wc).reshape(-1, K, M).swapaxes(0, 1)
-        noise += problem.test_frozen[r][rows]                            # W_0 xi off the basis
+        signal = self._column_products(self.test.signal[r][rows], snaps, r)   # (K, n, M)
+        noise = self._noise_projections(self.test.noise[r][rows], snaps, r, rows)
         first = (problem.test_signal_position[r][rows] == 0)[None, :, None]   # (1, n, 1)
         return np.stack([np.where(first, signal, noise),
                          np.where(first, noise, signal)], axis=2)          # (K, n, L, M)
+
+    @staticmethod
+    def _column_products(x: sp.csr_matrix, snaps: np.ndarray, r: int) -> np.ndarray:
+        """``W x`` on the touched columns, ``(K, n_rows, M)``, for the rows ``x``
+        (CSR, n_rows x C) of run ``r`` at ``K`` snapshots ``(K, R, M, C)``."""
+        K, R, M, C = snaps.shape
+        Wc = snaps[:, r].transpose(2, 0, 1).reshape(C, K * M)            # (C, K M)
+        return (x @ Wc).reshape(-1, K, M).swapaxes(0, 1)
+
+    def _noise_projections(self, noise: sp.csr_matrix, snaps: np.ndarray, r: int, rows) -> np.ndarray:
+        """``W xi`` of run ``r``'s test noise ``rows`` at ``K`` snapshots: ``W_0 xi`` off
+        the basis plus the touched columns' part, ``(K, n_rows, M)``."""
+        proj = self._column_products(noise, snaps, r)
+        proj += self.problem.test_frozen[r][rows]                        # W_0 xi off the basis
+        return proj
 
     def _held_out_inputs(self, r: int):
         """Run ``r``'s test inputs as :func:`~simulator.model.held_out_margins` needs
@@ -188,7 +200,7 @@ class FullEngine:
         c = problem.test_y[r] * y_clean
         p = y_clean[fixed, None] * problem.test_frozen[r][fixed]         # (n_F, M) y_c W_0 xi
         inputs = (p[None, :, lay.Q], p[None, :, lay.K],
-                  (p[:, lay.Vp].mean(-1) - p[:, lay.Vm].mean(-1))[None], c[None, fixed])
+                  (p[:, lay.V] @ lay.value_row)[None], c[None, fixed])
         touched = np.flatnonzero(~fixed)
         return inputs, (touched, y_clean[touched], c[touched], self.test.noise[r][touched])
 
@@ -210,15 +222,12 @@ class FullEngine:
                 fixed, (touched, y_clean, c, noise) = self._held_out[r]
                 w0 = snaps[:, r, None, :, 0]                             # (K, 1, M): W e_0
                 Qs, Ks = mu * w0[..., lay.Q], mu * w0[..., lay.K]
-                Vs = mu * (w0[..., lay.Vp].mean(-1) - w0[..., lay.Vm].mean(-1))   # (K, 1)
+                Vs = mu * (w0[..., lay.V] @ lay.value_row)                # (K, 1)
                 parts = [held_out_margins(Qs, Ks, Vs, *fixed, options=self.options)]
                 if touched.size:
-                    M, C = snaps.shape[2:]
-                    Wc = snaps[:, r].transpose(2, 0, 1).reshape(C, K * M)          # (C, K M)
-                    pn = (noise @ Wc).reshape(-1, K, M).swapaxes(0, 1)            # (K, n_T, M)
-                    pn += self.problem.test_frozen[r][touched]
+                    pn = self._noise_projections(noise, snaps, r, touched)          # (K, n_T, M)
                     pn *= y_clean[:, None]                                         # signal frame
-                    un = pn[..., lay.Vp].mean(-1) - pn[..., lay.Vm].mean(-1)
+                    un = pn[..., lay.V] @ lay.value_row
                     parts.append(held_out_margins(Qs, Ks, Vs, pn[:, None, :, lay.Q],
                                                   pn[:, None, :, lay.K], un[:, None], c[None],
                                                   options=self.options))
