@@ -11,7 +11,9 @@ Dimension names used throughout the package (declared once, here):
 ``m_v`` value neurons per output (rows of ``W_{V,+1}``, ``W_{V,-1}``)
 ``D``  coordinates the engine trains (the active basis, ``D <= d``)
 ``M``  stacked weight rows, ``M = 2 m_k + 2 m_v``
-``L``  patches per input, always 2 (signal patch, noise patch)
+``L``  patches per input, ``n_patches`` (one signal patch, ``L - 1`` noise patches)
+``noise`` the noise patches of the training samples, ``n (L - 1)``, patch-major: index
+       ``j n + i`` is noise patch ``j`` of sample ``i`` (with ``L = 2`` the samples)
 ``T``  recorded steps of a history
 ====== ==========================================================
 
@@ -66,6 +68,11 @@ steps are laid out with ``np.arange``, which computes its length in float64, exa
 to ``2**53``. (At a microsecond a step, ``2**53`` steps take 285 years.)"""
 
 
+MAX_PATCHES = 64
+"""Largest ``n_patches``: the softmax of a sample is ``L x L``; beyond a few dozen
+patches a run is a different model than the theory's."""
+
+
 class ConfigError(ValueError):
     """A config field is out of its allowed range (the message names it)."""
 
@@ -98,7 +105,11 @@ class SimulationConfig:
     label_flip: float = 0.0
     """Probability that a training/test label is flipped (label noise)."""
     signal_position: str = "first"
-    """``first``: the signal is patch 1; ``random``: patch order drawn per sample."""
+    """``first``: the signal is patch 1; ``random``: its position is drawn uniformly
+    among the ``n_patches`` patches, per sample."""
+    n_patches: int = 2
+    """``L``: patches per input, one signal patch and ``L - 1`` noise patches, each
+    with its own ``s``-sparse support (2 in the paper's setting)."""
     n_test: int = 500
     """Held-out test samples (fresh draws) for test loss and test error."""
 
@@ -327,6 +338,7 @@ _RULES: dict[str, tuple] = {
     "noise": _choice_rule(NOISE_KINDS),
     "label_flip": _float_rule(0.0, 0.5, hi_open=False),
     "signal_position": _choice_rule(SIGNAL_POSITIONS),
+    "n_patches": _int_rule(2, MAX_PATCHES),
     "n_test": _int_rule(1, MAX_COUNT),
     "m_k": _int_rule(1, MAX_COUNT),
     "m_v": _int_rule(1, MAX_COUNT),
@@ -534,7 +546,8 @@ def _validate_digits(cfg: SimulationConfig) -> None:
         raise ConfigError("mu_norm must be in (0, inf) with data='digits' (the norm of every "
                           "image patch), got 0.0")
     for name, value, default in (("label_flip", cfg.label_flip, 0.0),
-                                 ("signal_position", cfg.signal_position, "first")):
+                                 ("signal_position", cfg.signal_position, "first"),
+                                 ("n_patches", cfg.n_patches, 2)):
         if value != default:
             raise ConfigError(f"{name}={value!r} is not available with data='digits'; use {default!r}")
 
@@ -553,10 +566,11 @@ _UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
 
 def _history_floats(config: SimulationConfig) -> int:
     """Floats of one record of one run (``simulator.history``): 7 scalars,
-    ``margin, lprime, Vn`` (n each), ``softmax`` (4 n), ``Qs, Ks`` (m_k each),
-    ``Qn, Kn`` (m_k n each)."""
-    n, m_k = config.n, config.m_k
-    return 7 + 7 * n + 2 * m_k + 2 * m_k * n
+    ``margin, lprime, batch`` (n each), ``Vn`` (n (L - 1)), ``softmax`` (L^2 n),
+    ``Qs, Ks`` (m_k each), ``Qn, Kn`` (m_k n (L - 1) each)."""
+    n, m_k, L = config.n, config.m_k, config.n_patches
+    nP = n * (L - 1)
+    return 7 + 3 * n + nP + L * L * n + 2 * m_k + 2 * m_k * nP
 
 
 def recorded_steps(config: SimulationConfig) -> int:
@@ -568,46 +582,50 @@ def recorded_steps(config: SimulationConfig) -> int:
 def memory_terms(config: SimulationConfig) -> dict[str, int]:
     """The terms of :func:`estimated_bytes`, in bytes, by name."""
     R, n, s, d, n_test = config.n_seeds, config.n, config.s, config.d, config.n_test
-    M, L, T = config.n_weight_rows, 2, recorded_steps(config)
-    mkn = config.m_k * n
-    terms = {"history": 8 * 2 * (T * (R * _history_floats(config) + 2) + R * (9 * n + 2))}
+    M, L, T = config.n_weight_rows, config.n_patches, recorded_steps(config)
+    P = L - 1                                          # noise patches per sample
+    terms = {"history": 8 * 2 * (T * (R * _history_floats(config) + 2) + R * (6 * n + 3 * n * P + 2))}
+    nP, ntP = n * P, n_test * P                        # noise patches of the training, test sets
+    mkn = config.m_k * nP
     if config.engine == "reduced":
         from .reduced import chunk_size   # noqa: PLC0415 (the engine's own chunking)
 
         s_x = s if config.noise == "sparse" else 0
-        per_run = 12 * mkn + (2 * config.m_k + 6) * n_test + 2 * n * s_x
+        per_run = 12 * mkn + (2 * config.m_k + 6) * ntP + 2 * nP * s_x + 4 * L * L * n
         if config.optimizer != "signgd":
             per_run += 10 * mkn + 3 * s_x * mkn
-        init = 5 * M * (1 + n * s_x) if config.reduced_init == "data" else 0
-        terms["working"] = 8 * (chunk_size(config) * per_run + init + (2 * config.m_k + 1) * n_test)
-        terms["state"] = 8 * 2 * R * (2 * mkn + 2 * config.m_k + 8 * n + 1)
+        init = 5 * M * (1 + nP * s_x) if config.reduced_init == "data" else 0
+        terms["working"] = 8 * (chunk_size(config) * per_run + init + (2 * config.m_k + 1) * ntP)
+        terms["state"] = 8 * 2 * R * (2 * mkn + 2 * config.m_k + 8 * nP + 1)
         return terms
     s_x = {"sparse": s, "dense": d - 1, "none": 0}[config.noise]
     whole = config.coordinates == "all" or config.noise == "dense"
-    D = d if whole else min(d, 1 + n * s_x)
+    D = d if whole else min(d, 1 + nP * s_x)
     dense_part = config.noise == "dense"               # every column is shared: Wd, Gd are (R, M, D)
     stateful = config.optimizer != "signgd"
     # supports and values of every run's sets; the test noise inside the basis (all of
     # it when D = d) as CSR, built from a few index arrays; else W_0 on the fresh test
     # coordinates, drawn for one run at a time
-    split = 12 * R * s_x * n_test + 44 * s_x * n_test if whole else 24 * M * s_x * n_test
-    terms["data"] = 16 * R * s_x * (n + n_test) + split
+    split = 12 * R * s_x * ntP + 44 * s_x * ntP if whole else 24 * M * s_x * ntP
+    terms["data"] = 16 * R * s_x * (nP + ntP) + split
     terms["inputs"] = R * n * L * D * (9 + 8 * dense_part)
     terms["weights"] = 8 * M * D * (R * (2 + 2 * dense_part + 5 * stateful * dense_part) + 5)
     s_b = s if config.noise == "sparse" else 0
-    terms["blocks"] = 8 * R * n * s_b * M * (2 + 5 * stateful)
-    terms["test"] = 8 * R * n_test * M * (1 + 3 * L)
+    terms["blocks"] = 8 * R * nP * s_b * M * (2 + 5 * stateful)
+    terms["test"] = 8 * R * n_test * M * (P + 3 * L)
     return terms
 
 
 def estimated_bytes(config: SimulationConfig) -> int:
     """Bytes a run of ``config`` needs at its peak, estimated from the config alone.
 
-    With ``R = n_seeds``, ``M = 2 m_k + 2 m_v``, ``L = 2`` patches, ``T`` recorded steps
+    With ``R = n_seeds``, ``M = 2 m_k + 2 m_v``, ``L = n_patches`` patches (``P = L - 1``
+    noise patches a sample; ``n s`` below is ``n P s``), ``T`` recorded steps
     (:func:`recorded_steps`) and 8-byte floats, the estimate is the sum of:
 
-    * ``history``: ``2 x 8 (T (R H + 2) + R (9 n + 2))``, ``H = 7 + 7 n + 2 m_k + 2 m_k n``
-      floats a record of a run; twice, for the copy a save or a report holds.
+    * ``history``: ``2 x 8 (T (R H + 2) + R (6 n + 3 n P + 2))``,
+      ``H = 7 + 3 n + n P + L^2 n + 2 m_k + 2 m_k n P`` floats a record of a run; twice,
+      for the copy a save or a report holds.
 
     Full engine (``engine='full'``), with ``D`` trained coordinates (``D = 1 + n s`` on
     the active basis, ``D = d`` with ``coordinates='all'`` or ``noise='dense'``) and

@@ -1,9 +1,14 @@
-"""Data model: a signal patch and a sparse noise patch (``docs/theory.md`` section 1).
+"""Data model: a signal patch and sparse noise patches (``docs/theory.md`` section 1).
 
 A sample is ``X = [x1, x2]`` with ``x1 = y_clean * mu`` (signal patch),
 ``x2 = xi`` (noise patch), ``mu = ||mu|| e_1`` (coordinate 0 here, 0-based) and
 ``xi`` supported on ``s`` coordinates drawn uniformly without replacement from
-``{1, ..., d - 1}``, each entry ``N(0, sigma_p^2)``.
+``{1, ..., d - 1}``, each entry ``N(0, sigma_p^2)``. With ``n_patches = L > 2`` a
+sample has ``P = L - 1`` noise patches ``xi_i1 .. xi_iP``, each with its own support.
+
+Noise patches are stored patch-major: row ``j n + i`` of ``support`` and ``values``
+is noise patch ``j`` (0-based) of sample ``i``; with two patches the rows are the
+samples.
 
 Noise is stored as supports + values, never as a dense ``n x d`` array, unless the
 data really is dense (``noise='dense'``).
@@ -14,7 +19,8 @@ Variants (config fields):
 * ``noise='none'`` (or ``sigma_p = 0``): noiseless inputs.
 * ``label_flip=p``: the observed label is ``-y_clean`` with probability ``p``;
   the signal patch keeps ``y_clean``.
-* ``signal_position='random'``: the signal is patch 2 with probability 1/2.
+* ``signal_position='random'``: the signal's position is uniform among the ``L``
+  patches; the noise patches fill the other positions in order.
 """
 
 from __future__ import annotations
@@ -39,12 +45,13 @@ class NoisyDataset:
         Observed labels in {-1, +1} (what the loss sees).
     y_clean : (n,) float64
         Labels carried by the signal patch (``x1 = y_clean mu``).
-    support : (n, s) int64
-        Noise coordinates of each sample, sorted, in ``1 .. d - 1``.
-    values : (n, s) float64
+    support : (P n, s) int64
+        Noise coordinates of each noise patch (row ``j n + i``: patch ``j`` of sample
+        ``i``), sorted, in ``1 .. d - 1``.
+    values : (P n, s) float64
         Noise entries on ``support``.
     signal_position : (n,) int64
-        Patch index (0 or 1) of the signal patch.
+        Patch index (``0 .. L - 1``) of the signal patch.
     mu_norm : float
         ``||mu||``.
     d : int
@@ -64,19 +71,36 @@ class NoisyDataset:
         return self.y.shape[0]
 
     @property
+    def n_patches(self) -> int:
+        """``L``: the signal patch and ``P = L - 1`` noise patches."""
+        return self.support.shape[0] // self.n + 1
+
+    @property
+    def noise_positions(self) -> np.ndarray:
+        """(n, P) patch index of each noise patch: the positions other than the
+        signal's, in order."""
+        return noise_positions(self.signal_position, self.n_patches)
+
+    @property
     def xi_l1(self) -> np.ndarray:
-        """``||xi_i||_1``, shape (n,)."""
+        """``||xi_ij||_1`` of every noise patch, shape (P n,)."""
         return np.abs(self.values).sum(axis=1)
 
     @property
     def xi_l2(self) -> np.ndarray:
-        """``||xi_i||_2``, shape (n,)."""
+        """``||xi_ij||_2`` of every noise patch, shape (P n,)."""
         return np.sqrt(np.square(self.values).sum(axis=1))
 
     def shared_coordinates(self) -> np.ndarray:
-        """Number of each sample's noise coordinates that another sample also uses,
-        shape (n,). Zero for every sample means disjoint supports."""
+        """Number of each noise patch's coordinates that another noise patch (of any
+        sample) also uses, shape (P n,). Zero everywhere means disjoint supports."""
         return shared_coordinate_counts(self.support, self.values)
+
+
+def noise_positions(signal_position: np.ndarray, L: int) -> np.ndarray:
+    """``(..., L - 1)``: the patch indices other than ``signal_position`` (...), in order."""
+    j = np.arange(L - 1)
+    return j + (j >= np.asarray(signal_position)[..., None])
 
 
 def shared_coordinate_counts(support: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -106,23 +130,25 @@ def _random_supports(rng: np.random.Generator, n: int, s: int, d: int) -> np.nda
 
 
 def generate_dataset(config: SimulationConfig, rng: np.random.Generator, n: int) -> NoisyDataset:
-    """Draw ``n`` samples of the data model of ``config`` with ``rng``."""
-    d = config.d
+    """Draw ``n`` samples of the data model of ``config`` with ``rng`` (their ``P n``
+    noise patches patch-major; with two patches the draws of the first version)."""
+    d, L = config.d, config.n_patches
+    rows = (L - 1) * n                                        # noise patches
     y_clean = rng.choice(np.array([-1.0, 1.0]), size=n)
     flips = rng.random(n) < config.label_flip
     y = np.where(flips, -y_clean, y_clean)
     if config.noise == "dense":
-        support = np.broadcast_to(np.arange(1, d, dtype=np.int64), (n, d - 1))
-        values = config.sigma_p * rng.standard_normal((n, d - 1))
+        support = np.broadcast_to(np.arange(1, d, dtype=np.int64), (rows, d - 1))
+        values = config.sigma_p * rng.standard_normal((rows, d - 1))
     elif config.noise == "none":
-        support = np.zeros((n, 0), dtype=np.int64)
-        values = np.zeros((n, 0))
+        support = np.zeros((rows, 0), dtype=np.int64)
+        values = np.zeros((rows, 0))
     else:
-        support = _random_supports(rng, n, config.s, d)
-        values = config.sigma_p * rng.standard_normal((n, config.s))
+        support = _random_supports(rng, rows, config.s, d)
+        values = config.sigma_p * rng.standard_normal((rows, config.s))
     # drawn last, so 'random' and 'first' share labels and noise for the same seed
     if config.signal_position == "random":
-        signal_position = rng.integers(0, 2, size=n)
+        signal_position = rng.integers(0, L, size=n)
     else:
         signal_position = np.zeros(n, dtype=np.int64)
     return NoisyDataset(y=y, y_clean=y_clean, support=np.ascontiguousarray(support),

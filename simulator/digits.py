@@ -58,7 +58,7 @@ from .config import ConfigError, SimulationConfig
 from .data import NoisyDataset
 from .initialization import initial_weights
 from .model import Layout
-from .problem import L, TrainingProblem, split_test_noise, trained_fraction
+from .problem import TrainingProblem, split_test_noise, trained_fraction
 
 PIXELS = 64                        # 8 x 8 images, coordinates 0 .. 63
 DIGITS_NOISE_KINDS = ("sparse", "dense", "none")
@@ -327,7 +327,7 @@ def build_digits_problem(data: DigitsData, config: SimulationConfig | None = Non
     D = max(b.size for b in bases)
     R, n, M = len(runs), data.n_train, config.n_weight_rows
     coords = np.full((R, D), config.d, dtype=np.int64)                    # sentinel d
-    X = np.zeros((R, n, L, D))
+    X = np.zeros((R, n, 2, D))                     # a digit patch and a noise patch
     signal_direction = np.zeros((R, D))
     rows = np.arange(n)[:, None]
     for r, (run, basis) in enumerate(zip(runs, bases)):

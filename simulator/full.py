@@ -25,7 +25,8 @@ import scipy.sparse as sp
 from .model import (LossAndGradient, ModelOptions, forward_from_projections, held_out_margins,
                     held_out_statistics, loss_and_gradient)
 from .optimizers import make_optimizer
-from .problem import L, TrainingProblem
+from .data import noise_positions
+from .problem import TrainingProblem
 
 
 class TestColumns(NamedTuple):
@@ -33,7 +34,7 @@ class TestColumns(NamedTuple):
 
     cols: np.ndarray          # (R, C) basis columns (padding repeats column 0)
     signal: list              # per run: CSR (n_test, C), signal patch on those columns
-    noise: list               # per run: CSR (n_test, C), noise patch on those columns
+    noise: list               # per run: CSR (P n_test, C), noise patches on those columns
 
 
 def test_columns(problem: TrainingProblem) -> TestColumns:
@@ -55,9 +56,8 @@ def test_columns(problem: TrainingProblem) -> TestColumns:
     signal, noise = [], []
     for r, (c, s, n) in enumerate(parts):
         cols[r, :c.size] = c
-        pad = sp.csr_matrix((s.shape[0], C - c.size))
-        signal.append(sp.hstack([s, pad], format="csr"))
-        noise.append(sp.hstack([n, pad], format="csr"))
+        signal.append(sp.hstack([s, sp.csr_matrix((s.shape[0], C - c.size))], format="csr"))
+        noise.append(sp.hstack([n, sp.csr_matrix((n.shape[0], C - c.size))], format="csr"))
     return TestColumns(cols, signal, noise)
 
 
@@ -76,10 +76,10 @@ class FullEngine:
         self.options = ModelOptions.of(config)
         self.alpha = config.feature_noise
         self.eta = config.eta
-        self.R = problem.R
+        self.R, self.L = problem.R, problem.L
         self.test = test_columns(problem)
         self._held_out = [self._held_out_inputs(r) for r in range(self.R)]
-        n_test, M, n = problem.test_y.shape[1], self.layout.M, problem.y.shape[1]
+        n_test, M, n, L = problem.test_y.shape[1], self.layout.M, problem.y.shape[1], self.L
         touched = max((h[1][0].size if h else problem.test_y.shape[1]) for h in self._held_out)
         # working memory of a record in a block: the touched test inputs' projections
         # (about 4 copies), the fixed ones' scores (about 8), the snapshot
@@ -87,7 +87,8 @@ class FullEngine:
         self.block = max(1, min(32, BLOCK_BYTES // (8 * self.R * per_record)))
         position = problem.signal_position                               # (R, n)
         self.signal_first = bool((position == 0).all())
-        self.order = np.stack([position, 1 - position], axis=-1)[None]  # (1, R, n, 2)
+        # patch index of the signal, then of each noise patch: (1, R, n, L)
+        self.order = np.concatenate([position[..., None], noise_positions(position, L)], -1)[None]
 
     # --- the loop's protocol ---
     def initial_params(self) -> np.ndarray:
@@ -127,23 +128,26 @@ class FullEngine:
         metrics of ``K`` stacked snapshots (leading axis ``K``).
 
         With ``x_signal = y_clean mu`` and ``x_noise = xi`` the noise quantities are
-        ``y_i W xi_i``, read off the noise-patch projections; signal quantities are
-        ``W mu``: ``||mu|| W[:, coordinate 0]``, or ``W mu`` for a general ``mu`` (digits).
+        ``y_i W xi_ij``, read off the noise-patch projections and laid out patch-major
+        (index ``j n + i``, :mod:`simulator.data`); signal quantities are ``W mu``:
+        ``||mu|| W[:, coordinate 0]``, or ``W mu`` for a general ``mu`` (digits).
         """
         problem, lay = self.problem, self.layout
         mu = problem.config.mu_norm if problem.signal_direction is None else 1.0
         proj, S, w_signal = snaps["proj"], snaps["S"], snaps["w_signal"]  # (K, R, n, L, M) ...
-        if self.signal_first:
-            noise_proj = proj[:, :, :, 1, :]                             # (K, R, n, M)
+        K, R, n, L, M = proj.shape
+        if self.signal_first and L == 2:
+            noise_proj = proj[:, :, :, 1:, :]                            # (K, R, n, 1, M)
         else:                                                            # semantic patch order
-            order = self.order                                           # (1, R, n, 2)
-            noise_proj = np.take_along_axis(proj, order[..., 1, None, None], axis=3)[:, :, :, 0]
+            order = self.order                                           # (1, R, n, L)
+            noise_proj = np.take_along_axis(proj, order[..., 1:, None], axis=3)
             S = np.take_along_axis(S, order[..., :, None], axis=3)
             S = np.take_along_axis(S, order[..., None, :], axis=4)
-        yn = problem.y[..., None] * noise_proj                           # (K, R, n, M) y_i W x_noise
-        if self.alpha:                      # x_noise = xi - alpha y_clean mu: add back its mu part
+        yn = problem.y[..., None, None] * noise_proj                     # (K, R, n, P, M) y_i W x_ij
+        if self.alpha:                      # x_ij = xi_ij - alpha y_clean mu: add back its mu part
             c = problem.y * problem.stacked("y_clean")                   # (R, n)
-            yn = yn + self.alpha * c[..., None] * (mu * w_signal)[:, :, None, :]  # y_i W xi_i
+            yn = yn + self.alpha * c[..., None, None] * (mu * w_signal)[:, :, None, None, :]
+        yn = yn.swapaxes(2, 3).reshape(K, R, n * (L - 1), M)             # patch-major y_i W xi_ij
         return {
             "Vs": mu * (w_signal[..., lay.V] @ lay.value_row),          # <vbar, mu>
             "Vn": yn[..., lay.V] @ lay.value_row,                        # <vbar, y_i xi_i>
@@ -161,15 +165,16 @@ class FullEngine:
             return W[:, :, self.test.cols[0]]
         return np.take_along_axis(W, self.test.cols[:, None, :], axis=2)
 
-    def held_out_projections(self, snaps: np.ndarray, r: int, rows=slice(None)) -> np.ndarray:
-        """``W x`` of run ``r``'s test inputs ``rows`` ``(K, n_rows, L, M)`` at ``K``
-        snapshots ``(K, R, M, C)``: ``W_0 x`` on fresh coordinates plus the touched columns."""
-        problem = self.problem
-        signal = self._column_products(self.test.signal[r][rows], snaps, r)   # (K, n, M)
-        noise = self._noise_projections(self.test.noise[r][rows], snaps, r, rows)
-        first = (problem.test_signal_position[r][rows] == 0)[None, :, None]   # (1, n, 1)
-        return np.stack([np.where(first, signal, noise),
-                         np.where(first, noise, signal)], axis=2)          # (K, n, L, M)
+    def held_out_projections(self, snaps: np.ndarray, r: int) -> np.ndarray:
+        """``W x`` of run ``r``'s test inputs ``(K, n_test, L, M)`` at ``K`` snapshots
+        ``(K, R, M, C)``: ``W_0 x`` on fresh coordinates plus the touched columns, in
+        semantic patch order (signal, then the noise patches; the model has no
+        positional encoding, so the order does not change its output)."""
+        signal = self._column_products(self.test.signal[r], snaps, r)       # (K, n, M)
+        noise = self._noise_projections(self.test.noise[r], snaps, r, slice(None))  # (K, P n, M)
+        K, n, M = signal.shape
+        noise = noise.reshape(K, -1, n, M).swapaxes(1, 2)                   # (K, n, P, M)
+        return np.concatenate([signal[:, :, None], noise], axis=2)          # (K, n, L, M)
 
     @staticmethod
     def _column_products(x: sp.csr_matrix, snaps: np.ndarray, r: int) -> np.ndarray:
@@ -191,9 +196,10 @@ class FullEngine:
         them: ``(fixed, touched)``, the inputs whose noise lies on fresh coordinates
         (signal-frame noise projections, fixed during training) and the indices and
         ``y_clean`` of the others, whose noise projections move with the trained
-        columns. ``None`` when the signal patch is not ``y ||mu|| e_0`` (digits)."""
+        columns. ``None`` when the signal patch is not ``y ||mu|| e_0`` (digits) or
+        the inputs have more than two patches (the two-patch gap form does not apply)."""
         problem, lay = self.problem, self.layout
-        if problem.test_signal_in_basis is not None:
+        if problem.test_signal_in_basis is not None or self.L > 2:
             return None
         fixed = np.diff(self.test.noise[r].indptr) == 0                  # (n_test,)
         y_clean = problem.test[r].y_clean
@@ -209,13 +215,13 @@ class FullEngine:
         ``(K, R, M, C)``, through :func:`~simulator.model.held_out_margins`: the signal
         quantities come from column 0 of the snapshot; noise projections are fixed
         for inputs on fresh coordinates and ``W_0 xi`` plus the trained columns'
-        part for the others. Digits (a general signal patch) go through the inputs'
-        full projections."""
+        part for the others. Digits (a general signal patch) and inputs of more than
+        two patches go through the inputs' full projections."""
         K, R = snaps.shape[:2]
         lay, mu = self.layout, self.config.mu_norm
         out = {}
         for r in range(R):
-            if self._held_out[r] is None:                                # digits
+            if self._held_out[r] is None:                                # digits, L > 2
                 proj = self.held_out_projections(snaps, r)
                 margin = self.problem.test_y[r] * forward_from_projections(proj, lay, self.options).f
             else:

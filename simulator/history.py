@@ -61,21 +61,21 @@ SCHEMA: tuple[Field, ...] = (
     Field("batch", ("T", "R", "n"), "bool",
           "sample i is in the mini-batch of the update from this step (all True: full batch)"),
     Field("Vs", ("T", "R"), "float64", "mean value signal <vbar, mu>"),
-    Field("Vn", ("T", "R", "n"), "float64", "mean value noise <vbar, y_i xi_i>"),
+    Field("Vn", ("T", "R", "noise"), "float64", "mean value noise <vbar, y_i xi_ij>"),
     Field("Qs", ("T", "R", "m_k"), "float64", "query signal <w_{Q,s}, mu>"),
     Field("Ks", ("T", "R", "m_k"), "float64", "key signal <w_{K,s}, mu>"),
-    Field("Qn", ("T", "R", "m_k", "n"), "float64", "query noise <w_{Q,s}, y_i xi_i>"),
-    Field("Kn", ("T", "R", "m_k", "n"), "float64", "key noise <w_{K,s}, y_i xi_i>"),
+    Field("Qn", ("T", "R", "m_k", "noise"), "float64", "query noise <w_{Q,s}, y_i xi_ij>"),
+    Field("Kn", ("T", "R", "m_k", "noise"), "float64", "key noise <w_{K,s}, y_i xi_ij>"),
     Field("softmax", ("T", "R", "n", "L", "L"), "float64",
-          "s_{i,lk}, query patch l on key patch k; index 0 = signal patch, 1 = noise patch"),
+          "s_{i,lk}, query patch l on key patch k; index 0 = signal patch, j = noise patch j"),
     Field("seeds", ("R",), "int64", "seed of each run"),
     Field("y", ("R", "n"), "float64", "observed labels"),
     Field("y_clean", ("R", "n"), "float64", "labels carried by the signal patch"),
-    Field("xi_l1", ("R", "n"), "float64", "||xi_i||_1"),
-    Field("xi_l2", ("R", "n"), "float64", "||xi_i||_2"),
-    Field("signal_position", ("R", "n"), "int64", "patch index of the signal (0 or 1)"),
-    Field("shared_coordinates", ("R", "n"), "int64",
-          "noise coordinates sample i shares with another training sample"),
+    Field("xi_l1", ("R", "noise"), "float64", "||xi_ij||_1"),
+    Field("xi_l2", ("R", "noise"), "float64", "||xi_ij||_2"),
+    Field("signal_position", ("R", "n"), "int64", "patch index of the signal (0 .. L - 1)"),
+    Field("shared_coordinates", ("R", "noise"), "int64",
+          "coordinates noise patch (i, j) shares with another noise patch"),
     Field("underflow_step", ("R", "n"), "int64", "first step with l'_i == 0 exactly in float64 (-1: never)"),
     Field("test_overlap_fraction", ("R",), "float64",
           "fraction of the evaluated test inputs' noise coordinates that are trained "
@@ -88,7 +88,9 @@ PER_RUN = tuple(f.name for f in SCHEMA if not f.recorded)
 
 def dimensions(config: SimulationConfig, T: int) -> dict[str, int]:
     """The size of every dimension name of :data:`SCHEMA` for ``config``."""
-    return {"T": T, "R": config.n_seeds, "n": config.n, "m_k": config.m_k, "L": 2}
+    L = config.n_patches
+    return {"T": T, "R": config.n_seeds, "n": config.n, "m_k": config.m_k, "L": L,
+            "noise": config.n * (L - 1)}
 
 
 def shape_of(field: Field, dims: dict[str, int]) -> tuple[int, ...]:

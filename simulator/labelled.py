@@ -11,8 +11,11 @@ schema    dataset         coordinate
 ``R``     ``run``         the seed of each run (the ``seeds`` array)
 ``n``     ``sample``      ``0 .. n - 1``
 ``m_k``   ``neuron``      ``0 .. m_k - 1``
-``L``     ``patch``       ``"signal", "noise"``; the softmax ``s_{i,lk}`` has the two
-                          dims ``patch_query`` (``l``) and ``patch_key`` (``k``)
+``L``     ``patch``       ``"signal", "noise"`` (``"signal", "noise1", ...`` for more
+                          patches); the softmax ``s_{i,lk}`` has the two dims
+                          ``patch_query`` (``l``) and ``patch_key`` (``k``)
+``noise`` ``noise_patch`` ``0 .. n (L - 1) - 1``, with the coordinates
+                          ``noise_sample`` (``i``) and ``noise_index`` (``j``, from 1)
 ========= =============== =====================================================
 
 Every other schema array is a data variable with its schema meaning as the
@@ -48,10 +51,17 @@ from .io import atomic_write_path
 if TYPE_CHECKING:   # pragma: no cover
     import xarray
 
-DIM_NAMES = {"T": "step", "R": "run", "n": "sample", "m_k": "neuron", "L": "patch"}
+DIM_NAMES = {"T": "step", "R": "run", "n": "sample", "m_k": "neuron", "L": "patch",
+             "noise": "noise_patch"}
 """Schema dimension -> dataset dimension."""
 SOFTMAX_DIMS = ("step", "run", "sample", "patch_query", "patch_key")
-PATCHES = ("signal", "noise")
+
+
+def patch_names(L: int) -> list[str]:
+    """Names of the patches in semantic order: ``signal, noise`` (two patches) or
+    ``signal, noise1, ..., noise{L-1}``."""
+    return ["signal", "noise"] if L == 2 else ["signal"] + [f"noise{j}" for j in range(1, L)]
+
 COORDINATE_ARRAYS = {"step": "step", "seeds": "run"}
 """Schema arrays that become the coordinates of a dimension."""
 ENGINE = "h5netcdf"
@@ -86,10 +96,16 @@ def to_xarray(history: History) -> "xarray.Dataset":
         "run": ("run", np.asarray(arrays["seeds"]), {"meaning": FIELDS["seeds"].meaning}),
         "sample": ("sample", np.arange(arrays["y"].shape[-1])),
         "neuron": ("neuron", np.arange(arrays["Qs"].shape[-1])),
-        "patch": ("patch", list(PATCHES)),
-        "patch_query": ("patch_query", list(PATCHES)),
-        "patch_key": ("patch_key", list(PATCHES)),
+        "patch": ("patch", patch_names(config.n_patches)),
+        "patch_query": ("patch_query", patch_names(config.n_patches)),
+        "patch_key": ("patch_key", patch_names(config.n_patches)),
     }
+    n, P = config.n, config.n_patches - 1          # noise patch j n + i: patch j of sample i
+    coords["noise_patch"] = ("noise_patch", np.arange(n * P))
+    coords["noise_sample"] = ("noise_patch", np.tile(np.arange(n), P),
+                              {"meaning": "the sample the noise patch belongs to"})
+    coords["noise_index"] = ("noise_patch", np.repeat(np.arange(1, P + 1), n),
+                             {"meaning": "which of the sample's noise patches (1 .. L - 1)"})
     data_vars = {}
     for name, array in arrays.items():
         if name in COORDINATE_ARRAYS:
@@ -103,8 +119,10 @@ def to_xarray(history: History) -> "xarray.Dataset":
     ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     # keep only the coordinates some variable uses (patch_query/key only with softmax)
     used = {d for v in ds.data_vars.values() for d in v.dims} | {"step", "run"}
-    return ds.drop_vars([c for c in ("sample", "neuron", "patch", "patch_query", "patch_key")
-                         if c not in used])
+    unused = [c for c in ("sample", "neuron", "patch", "patch_query", "patch_key") if c not in used]
+    if "noise_patch" not in used:
+        unused += ["noise_patch", "noise_sample", "noise_index"]
+    return ds.drop_vars(unused)
 
 
 def save_netcdf(history: History, path: str | os.PathLike) -> Path:

@@ -25,8 +25,6 @@ from .data import NoisyDataset, draw_test_set, draw_training_set, shared_coordin
 from .initialization import initial_weights
 from .model import Layout
 
-L = 2  # patches per input
-
 
 @dataclass
 class TrainingProblem:
@@ -41,8 +39,8 @@ class TrainingProblem:
     W0: np.ndarray               # (R, M, D) initial weights on the basis
     train: list[NoisyDataset]    # per run
     test: list[NoisyDataset]     # per run
-    test_frozen: np.ndarray      # (R, n_test, M) W_0 xi on test coords outside the basis
-    test_in_basis: list          # per run: CSR (n_test, D) test noise inside the basis
+    test_frozen: np.ndarray      # (R, P n_test, M) W_0 xi on test coords outside the basis
+    test_in_basis: list          # per run: CSR (P n_test, D) test noise inside the basis
     test_overlap_fraction: np.ndarray  # (R,) fraction of test noise coords that are trained
     test_y: np.ndarray           # (R, n_test) observed test labels
     test_signal: np.ndarray      # (R, n_test) y_clean ||mu||: signal-patch entry on coordinate 0
@@ -61,8 +59,14 @@ class TrainingProblem:
         return self.X.shape[-1]
 
     @property
+    def L(self) -> int:
+        """Patches per input."""
+        return self.X.shape[2]
+
+    @property
     def shared_coordinates(self) -> np.ndarray:
-        """(R, n) per sample, noise coordinates shared with another training sample."""
+        """(R, P n) per noise patch (patch-major, :mod:`simulator.data`), its
+        coordinates shared with another noise patch."""
         return np.stack([shared_coordinate_counts(ds.support, ds.values) for ds in self.train])
 
     @property
@@ -91,44 +95,46 @@ def active_basis(config: SimulationConfig, dataset: NoisyDataset) -> np.ndarray:
 def patches_in_basis(dataset: NoisyDataset, basis: np.ndarray, D: int,
                      feature_noise: float = 0.0) -> np.ndarray:
     """Dense inputs ``(n, L, D)`` of a dataset whose supports lie in ``basis``: the
-    signal patch ``y_clean mu`` and the noise patch ``xi - alpha y_clean mu``
-    (``alpha = feature_noise``; ``mu = ||mu|| e_0``, basis column 0)."""
-    n = dataset.n
+    signal patch ``y_clean mu`` at its position and the noise patches
+    ``xi_ij - alpha y_clean mu`` at the others (``alpha = feature_noise``;
+    ``mu = ||mu|| e_0``, basis column 0)."""
+    n, L = dataset.n, dataset.n_patches
     X = np.zeros((n, L, D))
-    rows = np.arange(n)
-    noise_patch = 1 - dataset.signal_position
-    X[rows, dataset.signal_position, 0] = dataset.y_clean * dataset.mu_norm
+    X[np.arange(n), dataset.signal_position, 0] = dataset.y_clean * dataset.mu_norm
+    sample = np.tile(np.arange(n), L - 1)                  # (P n,) patch-major rows
+    patch = dataset.noise_positions.T.ravel()              # (P n,) position of each
     cols = np.searchsorted(basis, dataset.support)
-    X[rows[:, None], noise_patch[:, None], cols] = dataset.values
+    X[sample[:, None], patch[:, None], cols] = dataset.values
     if feature_noise:
-        X[rows, noise_patch, 0] = -feature_noise * dataset.y_clean * dataset.mu_norm
+        X[sample, patch, 0] = -feature_noise * dataset.y_clean[sample] * dataset.mu_norm
     return X
 
 
 def feature_noise_in_basis(dataset: NoisyDataset, in_basis: sp.csr_matrix,
                            feature_noise: float) -> sp.csr_matrix:
-    """The test noise patches inside the basis with their component on the signal
-    coordinate, ``-alpha y_clean ||mu||`` on basis column 0."""
+    """The test noise patches inside the basis (``P n_test`` rows) with their component
+    on the signal coordinate, ``-alpha y_clean ||mu||`` on basis column 0."""
     if not feature_noise:
         return in_basis
-    n_test = dataset.n
-    signal = sp.csr_matrix((-feature_noise * dataset.y_clean * dataset.mu_norm,
-                            (np.arange(n_test), np.zeros(n_test, dtype=np.int64))),
+    rows = in_basis.shape[0]
+    y_clean = np.tile(dataset.y_clean, rows // dataset.n)
+    signal = sp.csr_matrix((-feature_noise * y_clean * dataset.mu_norm,
+                            (np.arange(rows), np.zeros(rows, dtype=np.int64))),
                            shape=in_basis.shape)
     return (in_basis + signal).tocsr()
 
 
 def split_test_noise(dataset: NoisyDataset, basis: np.ndarray, D: int, seed: int,
                       config: SimulationConfig):
-    """Split test noise into a sparse part inside the basis and the frozen
-    projection ``W_0 xi`` of the part outside it."""
+    """Split the test noise patches (``P n_test`` rows, patch-major) into a sparse part
+    inside the basis and the frozen projection ``W_0 xi`` of the part outside it."""
     support, values = dataset.support, dataset.values
-    n_test = dataset.n
+    n_rows = support.shape[0]
     pos = np.searchsorted(basis, support).clip(max=basis.size - 1)
     inside = basis[pos] == support
-    rows = np.broadcast_to(np.arange(n_test)[:, None], support.shape)
-    in_basis = sp.csr_matrix((values[inside], (rows[inside], pos[inside])), shape=(n_test, D))
-    frozen = np.zeros((n_test, config.n_weight_rows))
+    rows = np.broadcast_to(np.arange(n_rows)[:, None], support.shape)
+    in_basis = sp.csr_matrix((values[inside], (rows[inside], pos[inside])), shape=(n_rows, D))
+    frozen = np.zeros((n_rows, config.n_weight_rows))
     if (~inside).any():
         fresh, inverse = np.unique(support[~inside], return_inverse=True)
         W_fresh = initial_weights(seed, config.n_weight_rows, fresh, config.sigma_0)  # (M, F)

@@ -75,7 +75,7 @@ from scipy.special import expit
 from .config import ConfigError, SimulationConfig
 from .data import DATA_STREAM, TEST_STREAM, draw_training_set
 from .initialization import initial_weights
-from .model import PLAIN, Layout, ModelOptions, held_out_margins, held_out_statistics
+from .model import PLAIN, Layout, ModelOptions, attend, held_out_margins, held_out_statistics
 from .optimizers import make_optimizer
 from .reduced_dynamics import (Magnitudes, evaluate, flat_state, gradient, lift,
                                signgd_direction, state_size)
@@ -106,9 +106,9 @@ class ReducedTestWarning(UserWarning):
 class HeldOutInputs(NamedTuple):
     """Held-out inputs on fresh supports (run axis *first*, for batched matmul)."""
 
-    q: np.ndarray         # (R, n_test, m_k)  W_Q xi
-    k: np.ndarray         # (R, n_test, m_k)  W_K xi
-    u: np.ndarray         # (R, n_test, 1)    <vbar, xi>
+    q: np.ndarray         # (R, P n_test, m_k)  W_Q xi of each noise patch (patch-major)
+    k: np.ndarray         # (R, P n_test, m_k)  W_K xi
+    u: np.ndarray         # (R, P n_test, 1)    <vbar, xi>
     y: np.ndarray         # (R, n_test, 1)    observed test labels
     y_clean: np.ndarray   # (R, n_test, 1)    labels carried by the signal patch
 
@@ -121,17 +121,22 @@ class ReducedBatch:
     y: np.ndarray           # (n, R)
     y_clean: np.ndarray     # (n, R)
     signal_position: np.ndarray  # (n, R) int
-    mag: Magnitudes         # ||mu||, ||xi_i||_1, ||xi_i||_2^2, |xi_ik|
-    QKs: np.ndarray         # (2, m_k, 1, R)  [Qs, Ks]
-    QKn: np.ndarray         # (2, m_k, n, R)  [Qh, Kh] = c [Qn, Kn]
+    mag: Magnitudes         # ||mu||, |xi_ik| of each noise row
+    QKs: np.ndarray         # (2, m_k, 1, R)    [Qs, Ks]
+    QKn: np.ndarray         # (2, m_k, P n, R)  [Qh, Kh] = c [Qn, Kn], noise rows patch-major
     Vs: np.ndarray          # (1, R)
-    Vh: np.ndarray          # (n, R)          c Vn
+    Vh: np.ndarray          # (P n, R)          c Vn
     test: HeldOutInputs
 
     @property
     def c(self) -> np.ndarray:
         """``c_i = y_i y_clean_i`` (n, R)."""
         return self.y * self.y_clean
+
+    @property
+    def c_noise(self) -> np.ndarray:
+        """``c_i`` of every noise row ``j n + i`` (P n, R)."""
+        return np.tile(self.c, (self.QKn.shape[2] // self.c.shape[0], 1))
 
 
 def check_reducible(config: SimulationConfig) -> None:
@@ -141,10 +146,12 @@ def check_reducible(config: SimulationConfig) -> None:
         raise ReductionError(
             "engine='reduced' needs disjoint noise supports, but noise='dense' puts every "
             "sample's noise on all d - 1 coordinates; use engine='full'")
-    if config.noise == "sparse" and config.n * config.s > config.d - 1:
+    rows = config.n * (config.n_patches - 1)                  # noise patches
+    if config.noise == "sparse" and rows * config.s > config.d - 1:
+        count = "n * s" if config.n_patches == 2 else "n * (n_patches - 1) * s"
         raise ReductionError(
-            f"engine='reduced' needs disjoint noise supports, impossible with n * s = "
-            f"{config.n * config.s} > d - 1 = {config.d - 1}; use engine='full'")
+            f"engine='reduced' needs disjoint noise supports, impossible with {count} = "
+            f"{rows * config.s} > d - 1 = {config.d - 1}; use engine='full'")
 
 
 def _check_disjoint(config: SimulationConfig, shared: dict[int, np.ndarray]) -> None:
@@ -157,7 +164,8 @@ def _check_disjoint(config: SimulationConfig, shared: dict[int, np.ndarray]) -> 
     raise ReductionError(
         f"engine='reduced' needs disjoint noise supports, but in run seed {seed} samples "
         f"{', '.join(map(str, samples))} share {int(counts.sum())} noise coordinate(s) with "
-        f"one another{more}; for the reduced engine draw the state from its law given "
+        f"one another or between their patches{more}; for the reduced engine draw the "
+        f"state from its law given "
         f"disjoint supports: reduced_init='distribution' (python -m simulator run --engine "
         f"reduced --reduced-init distribution; other data than engine='full' for the same "
         f"seed), or use engine='full' or a larger d")
@@ -170,21 +178,22 @@ def _state_from_data(config: SimulationConfig, seeds: np.ndarray):
     out, shared = [], {}
     for seed in seeds:
         ds = draw_training_set(config, int(seed))
-        counts = ds.shared_coordinates()
+        counts = ds.shared_coordinates()                                   # (P n,)
         if counts.any():
-            shared[int(seed)] = counts
+            shared[int(seed)] = counts.reshape(-1, ds.n).sum(0)            # per sample
             continue
-        n, s = ds.support.shape
+        rows, s = ds.support.shape                                         # P n noise patches
         coords = np.concatenate([[0], ds.support.ravel()])
-        W0 = initial_weights(int(seed), M, coords, config.sigma_0)        # (M, 1 + n s)
-        proj = np.einsum("mis,is->mi", W0[:, 1:].reshape(M, n, s), ds.values)  # (M, n) W_0 xi_i
+        W0 = initial_weights(int(seed), M, coords, config.sigma_0)        # (M, 1 + P n s)
+        proj = np.einsum("mis,is->mi", W0[:, 1:].reshape(M, rows, s), ds.values)  # (M, P n) W_0 xi_ij
         w0 = W0[:, 0]                                                      # (M,)
-        vbar_xi = proj[lay.Vp].mean(0) - proj[lay.Vm].mean(0)              # (n,)
+        vbar_xi = proj[lay.Vp].mean(0) - proj[lay.Vm].mean(0)              # (P n,)
+        y_clean = np.tile(ds.y_clean, rows // ds.n)                        # of each noise row
         out.append(dict(
             y=ds.y, y_clean=ds.y_clean, signal_position=ds.signal_position, values=ds.values,
             Qs=mu * w0[lay.Q], Ks=mu * w0[lay.K],
             Vs=mu * (w0[lay.Vp].mean() - w0[lay.Vm].mean()),
-            Qh=ds.y_clean * proj[lay.Q], Kh=ds.y_clean * proj[lay.K], Vh=ds.y_clean * vbar_xi))
+            Qh=y_clean * proj[lay.Q], Kh=y_clean * proj[lay.K], Vh=y_clean * vbar_xi))
     _check_disjoint(config, shared)
     return out
 
@@ -194,17 +203,19 @@ def _state_from_distribution(config: SimulationConfig, seeds: np.ndarray):
     exact Gaussian law given them (module doc)."""
     n, m_k, m_v, s0, mu = config.n, config.m_k, config.m_v, config.sigma_0, config.mu_norm
     s = config.s if config.noise == "sparse" else 0
+    L = config.n_patches
+    rows = n * (L - 1)                                                     # noise patches
     out = []
     for seed in seeds:
         rng = np.random.default_rng([int(seed), *DISTRIBUTION_KEY])
         y_clean = rng.choice(np.array([-1.0, 1.0]), size=n)
         y = np.where(rng.random(n) < config.label_flip, -y_clean, y_clean)
-        values = config.sigma_p * rng.standard_normal((n, s))
-        position = (rng.integers(0, 2, size=n) if config.signal_position == "random"
+        values = config.sigma_p * rng.standard_normal((rows, s))
+        position = (rng.integers(0, L, size=n) if config.signal_position == "random"
                     else np.zeros(n, dtype=np.int64))
-        l2 = np.sqrt(np.square(values).sum(1))                             # (n,)
-        z = rng.standard_normal(2 * m_k + 1 + (2 * m_k + 1) * n)
-        zs, zn = z[:2 * m_k + 1], z[2 * m_k + 1:].reshape(2 * m_k + 1, n)
+        l2 = np.sqrt(np.square(values).sum(1))                             # (P n,)
+        z = rng.standard_normal(2 * m_k + 1 + (2 * m_k + 1) * rows)
+        zs, zn = z[:2 * m_k + 1], z[2 * m_k + 1:].reshape(2 * m_k + 1, rows)
         out.append(dict(
             y=y, y_clean=y_clean, signal_position=position, values=values,
             Qs=s0 * mu * zs[:m_k], Ks=s0 * mu * zs[m_k:2 * m_k],
@@ -217,17 +228,19 @@ def _state_from_distribution(config: SimulationConfig, seeds: np.ndarray):
 def draw_test_inputs(config: SimulationConfig, seed: int) -> tuple[np.ndarray, ...]:
     """Test inputs of one run on fresh supports, from their exact law (module doc).
 
-    Returns ``q, k`` (n_test, m_k) and ``u, y, y_clean`` (n_test,).
+    Returns ``q, k`` (P n_test, m_k) and ``u`` (P n_test,) of the noise patches
+    (patch-major), and ``y, y_clean`` (n_test,).
     """
     n_test, m_k, s0 = config.n_test, config.m_k, config.sigma_0
+    rows = n_test * (config.n_patches - 1)
     rng = np.random.default_rng([int(seed), *TEST_KEY])
     y_clean = rng.choice(np.array([-1.0, 1.0]), size=n_test)
     y = np.where(rng.random(n_test) < config.label_flip, -y_clean, y_clean)
     if config.noise == "sparse":
-        l2 = config.sigma_p * np.sqrt(rng.chisquare(config.s, size=n_test))   # ||xi||_2
+        l2 = config.sigma_p * np.sqrt(rng.chisquare(config.s, size=rows))     # ||xi||_2
     else:
-        l2 = np.zeros(n_test)
-    z = rng.standard_normal((n_test, 2 * m_k + 1))
+        l2 = np.zeros(rows)
+    z = rng.standard_normal((rows, 2 * m_k + 1))
     q = s0 * l2[:, None] * z[:, :m_k]
     k = s0 * l2[:, None] * z[:, m_k:2 * m_k]
     u = s0 * math.sqrt(2.0 / config.m_v) * l2 * z[:, -1]
@@ -295,14 +308,16 @@ class ReducedEngine:
     of a chunk of runs (:class:`ReducedBatch`)."""
 
     def __init__(self, config: SimulationConfig, seeds: np.ndarray):
-        self.config, self.m_k, self.n = config, config.m_k, config.n
+        self.config, self.m_k, self.n_samples = config, config.m_k, config.n
+        self.L = config.n_patches
+        self.n = config.n * (self.L - 1)                                 # noise rows
         self.batch = build_reduced_batch(config, seeds)
         self.R = len(seeds)
         self.optimizer = make_optimizer(config)
         #: SignGD runs on the fused kernel (exact signs), every other optimizer lifted
         self.options = ModelOptions.of(config)
         self.alpha = config.feature_noise
-        plain = (self.options == PLAIN and not self.alpha
+        plain = (self.options == PLAIN and not self.alpha and self.L == 2
                  and config.batch_size in (None, config.n))
         self.fused = FUSED_SIGNGD and config.optimizer == "signgd" and plain
         self.c = self.batch.c                                            # (n, R)
@@ -311,7 +326,8 @@ class ReducedEngine:
         self.step = flat_state(np.zeros((state_size(self.m_k, self.n), self.R)), self.m_k, self.n)
         n_test = config.n_test
         size = state_size(self.m_k, self.n)
-        self.block = max(1, min(256, BLOCK_BYTES // (8 * self.R * (12 * n_test + 2 * size))))
+        per_record = 12 * n_test * self.L ** 2 + 2 * size
+        self.block = max(1, min(256, BLOCK_BYTES // (8 * self.R * per_record)))
 
     def initial_params(self):
         b = self.batch
@@ -345,9 +361,9 @@ class ReducedEngine:
     def record(self, snaps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The section-4 quantities in the history's frame (``Qn = c Qh``, ...) and the
         test metrics of ``K`` stacked snapshots (leading axis ``K``)."""
-        X, m_k, n = snaps["X"], self.m_k, self.n                           # (K, N, R)
+        X, m_k, n = snaps["X"], self.m_k, self.n                           # (K, N, R), n noise rows
         K = X.shape[0]
-        c = self.c.T                                                     # (R, n)
+        c = self.batch.c_noise.T                                         # (R, P n)
         QKn = X[:, :2 * m_k * n].reshape(K, 2, m_k, n, self.R)           # [Qh, Kh]
         QKs = X[:, 2 * m_k * n:2 * m_k * (n + 1)]                        # (K, 2 m_k, R) [Qs, Ks]
         Vh, Vs = X[:, 2 * m_k * (n + 1):-1], X[:, -1]                    # (K, n, R), (K, R)
@@ -360,18 +376,32 @@ class ReducedEngine:
 
     def held_out_metrics(self, QKs: np.ndarray, Vs: np.ndarray) -> dict[str, np.ndarray]:
         """Test metrics ``(K, R)`` at ``K`` states ``[Qs, Ks]`` (K, 2 m_k, R), ``Vs`` (K, R):
-        the model on test inputs on fresh supports (:func:`~simulator.model.held_out_margins`)."""
+        the model on test inputs on fresh supports (two patches:
+        :func:`~simulator.model.held_out_margins`; more: :func:`~simulator.model.attend`
+        on the inputs' projections)."""
         test, m_k = self.batch.test, self.m_k
         state = QKs.transpose(0, 2, 1)                                   # (K, R, 2 m_k)
         Qs, Ks = state[..., :m_k], state[..., m_k:]
-        qn, kn, un = test.y_clean * test.q, test.y_clean * test.k, (test.y_clean * test.u)[..., 0]
+        P = self.L - 1
+        y_c = np.tile(test.y_clean, (1, P, 1))                           # (R, P n_test, 1)
+        qn, kn, un = y_c * test.q, y_c * test.k, (y_c * test.u)[..., 0]  # signal frame
         if self.alpha:                       # noise patch y_c (xi - alpha y_c mu): per state
             qn = qn - self.alpha * Qs[:, :, None, :]
             kn = kn - self.alpha * Ks[:, :, None, :]
             un = un - self.alpha * Vs[:, :, None]
-        margin = held_out_margins(Qs, Ks, Vs, qn, kn, un, (test.y * test.y_clean)[..., 0],
-                                  self.options)                          # (K, R, n_test)
-        return held_out_statistics(margin)
+        c = (test.y * test.y_clean)[..., 0]                              # (R, n_test)
+        if P == 1:
+            margin = held_out_margins(Qs, Ks, Vs, qn, kn, un, c, self.options)  # (K, R, n_test)
+            return held_out_statistics(margin)
+        K, R, n_test = Vs.shape[0], self.R, c.shape[1]
+        q, k, u = (np.empty((K, R, n_test, self.L, m_k)), np.empty((K, R, n_test, self.L, m_k)),
+                   np.empty((K, R, n_test, self.L)))
+        q[..., 0, :], k[..., 0, :], u[..., 0] = Qs[:, :, None], Ks[:, :, None], Vs[:, :, None]
+        for j in range(P):                                               # noise patch j
+            rows = slice(j * n_test, (j + 1) * n_test)
+            q[..., j + 1, :], k[..., j + 1, :] = qn[..., rows, :], kn[..., rows, :]
+            u[..., j + 1] = un[..., rows]
+        return held_out_statistics(c * attend(q, k, u, self.options).f)
 
     def per_run(self) -> dict[str, np.ndarray]:
         b = self.batch
@@ -406,8 +436,10 @@ def reduced_chunks(config: SimulationConfig) -> list:
 
 def chunk_size(config: SimulationConfig) -> int:
     """Runs per chunk so that a chunk's working memory stays near :data:`CHUNK_BYTES`."""
-    n, m_k, s = config.n, config.m_k, config.s if config.noise == "sparse" else 0
-    floats = 12 * m_k * n + (2 * m_k + 6) * config.n_test + 2 * n * s
+    L, m_k, s = config.n_patches, config.m_k, config.s if config.noise == "sparse" else 0
+    n = config.n * (L - 1)                                   # noise rows
+    floats = (12 * m_k * n + (2 * m_k + 6) * config.n_test * (L - 1) + 2 * n * s
+              + 4 * L * L * (config.n + config.n_test))
     if config.optimizer != "signgd":          # lifted: gradients and state per coordinate
         floats += 8 * (2 * m_k + 1) * n * max(s, 1)
     return max(1, min(config.n_seeds, CHUNK_BYTES // (8 * floats)))

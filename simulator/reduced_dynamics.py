@@ -19,13 +19,16 @@ with the scores unchanged. The noise quantities are then projected on ``y_clean_
 
 and sample ``i``'s patch projections are ``q = [Qs, Qh_i]``, ``k = [Ks, Kh_i]``,
 ``u = [Vs, Vh_i]`` (signal patch first: the model has no positional encoding, so the
-patch order of the data does not matter). One flat array ``X (N, R)``, ``N =``
+patch order of the data does not matter). With ``L > 2`` patches each of the
+``P = L - 1`` noise patches ``xi_ij`` of a sample has its own quantities, and the
+noise rows ``N_x = P n`` are patch-major (row ``j n + i``, as :mod:`simulator.data`):
+``q = [Qs, Qh_i1, .., Qh_iP]`` and so on. One flat array ``X (N, R)``, ``N =``
 :func:`state_size`, holds the state, with views (:class:`FlatState`):
 
 ========= ================ ==============================================
-``QKn``   (2, m_k, n, R)   ``[Qh, Kh]``
+``QKn``   (2, m_k, N_x, R) ``[Qh, Kh]``
 ``QKs``   (2, m_k, 1, R)   ``[Qs, Ks]``, ``Qs_s = <w_{Q,s}, mu>``
-``Vh``    (n, R)           ``<vbar, y_clean_i xi_i>``
+``Vh``    (N_x, R)         ``<vbar, y_clean_i xi_ij>``
 ``Vs``    (1, R)           ``<vbar, mu>``
 ========= ================ ==============================================
 
@@ -65,7 +68,8 @@ from .model import PLAIN, Attention, ModelOptions, attend, attend_backward, loss
 
 
 def state_size(m_k: int, n: int) -> int:
-    """Rows ``N`` of the flat state: ``[Qh, Kh, Qs, Ks, Vh, Vs]``, ``2 m_k n + 2 m_k + n + 1``."""
+    """Rows ``N`` of the flat state of ``n`` noise rows (``N_x``, module doc):
+    ``[Qh, Kh, Qs, Ks, Vh, Vs]``, ``2 m_k n + 2 m_k + n + 1``."""
     return 2 * m_k * n + 2 * m_k + n + 1
 
 
@@ -74,14 +78,14 @@ class FlatState(NamedTuple):
     views of its parts (built once per buffer by :func:`flat_state`)."""
 
     X: np.ndarray          # (N, R)
-    QKn: np.ndarray        # (2, m_k, n, R)  [Qh, Kh]
-    QKs: np.ndarray        # (2, m_k, 1, R)  [Qs, Ks]
-    Vh: np.ndarray         # (n, R)
+    QKn: np.ndarray        # (2, m_k, N_x, R)  [Qh, Kh]
+    QKs: np.ndarray        # (2, m_k, 1, R)    [Qs, Ks]
+    Vh: np.ndarray         # (N_x, R)
     Vs: np.ndarray         # (1, R)
 
 
 def flat_state(X: np.ndarray, m_k: int, n: int) -> FlatState:
-    """The views of a flat state ``X (N, R)`` (no copy)."""
+    """The views of a flat state ``X (N, R)`` of ``n`` noise rows (no copy)."""
     R = X.shape[-1]
     a, b = 2 * m_k * n, 2 * m_k * n + 2 * m_k
     return FlatState(X, X[:a].reshape(2, m_k, n, R), X[a:b].reshape(2, m_k, 1, R),
@@ -92,33 +96,49 @@ def flat_state(X: np.ndarray, m_k: int, n: int) -> FlatState:
 # the model on the state
 # ---------------------------------------------------------------------------
 
-def patch_projections(x: FlatState, alpha: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The model's ``q, k`` (R, n, L, m_k) and ``u`` (R, n, L) of the state
-    (patch 0 = signal, 1 = noise; signal frame, module doc). With feature noise
-    ``alpha`` the noise patch is ``y_clean (xi - alpha y_clean mu) = y_clean xi - alpha mu``,
-    so its projections are ``Qh - alpha Qs``, ``Kh - alpha Ks``, ``Vh - alpha Vs``."""
-    (Qh, Kh), (Qs, Ks) = x.QKn, x.QKs                         # (m_k, n, R), (m_k, 1, R)
-    m_k, n, R = Qh.shape
-    q = np.empty((R, n, 2, m_k))
-    k = np.empty((R, n, 2, m_k))
+def _per_sample(a: np.ndarray, n: int) -> np.ndarray:
+    """Noise rows ``(..., P n, R)`` (patch-major) as ``(R, n, P, ...)``."""
+    lead = a.shape[:-2]
+    a = a.reshape(lead + (-1, n, a.shape[-1]))                 # (..., P, n, R)
+    return np.moveaxis(a, (-1, -2, -3), (0, 1, 2))            # (R, n, P, ...)
+
+
+def _noise_rows(a: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`_per_sample`: ``(R, n, P, ...)`` as ``(..., P n, R)``."""
+    R, n, P = a.shape[:3]
+    return np.moveaxis(a, (0, 1, 2), (-1, -2, -3)).reshape(a.shape[3:] + (P * n, R))
+
+
+def patch_projections(x: FlatState, n: int, alpha: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The model's ``q, k`` (R, n, L, m_k) and ``u`` (R, n, L) of the state of ``n``
+    samples (patch 0 = signal, then the noise patches; signal frame, module doc).
+    With feature noise ``alpha`` a noise patch is
+    ``y_clean (xi - alpha y_clean mu) = y_clean xi - alpha mu``, so its projections are
+    ``Qh - alpha Qs``, ``Kh - alpha Ks``, ``Vh - alpha Vs``."""
+    (Qh, Kh), (Qs, Ks) = x.QKn, x.QKs                         # (m_k, P n, R), (m_k, 1, R)
+    m_k, R = Qh.shape[0], Qh.shape[-1]
+    L = Qh.shape[1] // n + 1
+    q = np.empty((R, n, L, m_k))
+    k = np.empty((R, n, L, m_k))
     q[:, :, 0] = Qs.T                                         # (R, 1, m_k) broadcast over n
-    q[:, :, 1] = Qh.T
+    q[:, :, 1:] = _per_sample(Qh, n)
     k[:, :, 0] = Ks.T
-    k[:, :, 1] = Kh.T
-    u = np.empty((R, n, 2))
+    k[:, :, 1:] = _per_sample(Kh, n)
+    u = np.empty((R, n, L))
     u[:, :, 0] = x.Vs.T
-    u[:, :, 1] = x.Vh.T
+    u[:, :, 1:] = _per_sample(x.Vh, n)
     if alpha:
-        q[:, :, 1] -= alpha * q[:, :, 0]
-        k[:, :, 1] -= alpha * k[:, :, 0]
-        u[:, :, 1] -= alpha * u[:, :, 0]
+        q[:, :, 1:] -= alpha * q[:, :, :1]
+        k[:, :, 1:] -= alpha * k[:, :, :1]
+        u[:, :, 1:] -= alpha * u[:, :, :1]
     return q, k, u
 
 
 def evaluate(x: FlatState, c: np.ndarray, options: ModelOptions = PLAIN,
              alpha: float = 0.0) -> tuple[Attention, np.ndarray]:
-    """The model at state ``x``: its attention cache and the margins ``y_i f_i`` (R, n)."""
-    att = attend(*patch_projections(x, alpha), options)
+    """The model at state ``x``: its attention cache and the margins ``y_i f_i`` (R, n)
+    (``c`` (n, R), one per sample)."""
+    att = attend(*patch_projections(x, c.shape[0], alpha), options)
     return att, c.T * att.f
 
 
@@ -128,21 +148,22 @@ def gradient(att: Attention, margin: np.ndarray, c: np.ndarray, m_v: int,
 
     ``dL/df = c_i l'_i / n`` in the signal frame (``/ B`` on a mini-batch's samples, 0
     off it); then the model's backward pass gives ``dL/dq, dL/dk, dL/du`` of each
-    patch. Noise patch: ``[hQ, hK] = [dL/dq, dL/dk]``, ``hV = dL/du / m_v``; signal
-    coordinate, summed over samples: ``[gQ, gK]``, ``gV`` from the signal patch, and
-    with feature noise ``-alpha`` times the noise patch's (its entry on coordinate 0).
+    patch. Noise patch ``j``: ``[hQ, hK] = [dL/dq, dL/dk]``, ``hV = dL/du / m_v``;
+    signal coordinate, summed over samples: ``[gQ, gK]``, ``gV`` from the signal
+    patch, and with feature noise ``-alpha`` times the noise patches' (their entry on
+    coordinate 0).
     """
     n, R = c.shape
     dL_df = loss_derivative_of_batch(c.T, margin, batch)      # (R, n) c_i l'_i / n (or / B)
-    dL_dq, dL_dk, dL_du = attend_backward(att, dL_df)         # (R, n, 2, m_k), (R, n, 2)
-    m_k = dL_dq.shape[-1]
-    g = flat_state(np.empty((state_size(m_k, n), R)), m_k, n)
-    g.QKn[0] = dL_dq[:, :, 1].T                               # hQ (m_k, n, R)
-    g.QKn[1] = dL_dk[:, :, 1].T                               # hK
-    signal = lambda d: d[:, :, 0] - alpha * d[:, :, 1] if alpha else d[:, :, 0]   # noqa: E731
+    dL_dq, dL_dk, dL_du = attend_backward(att, dL_df)         # (R, n, L, m_k), (R, n, L)
+    m_k, L = dL_dq.shape[-1], dL_dq.shape[2]
+    g = flat_state(np.empty((state_size(m_k, n * (L - 1)), R)), m_k, n * (L - 1))
+    g.QKn[0] = _noise_rows(dL_dq[:, :, 1:])                   # hQ (m_k, P n, R)
+    g.QKn[1] = _noise_rows(dL_dk[:, :, 1:])                   # hK
+    signal = (lambda d: d[:, :, 0] - alpha * d[:, :, 1:].sum(2)) if alpha else (lambda d: d[:, :, 0])  # noqa: E731
     g.QKs[0, :, 0] = signal(dL_dq).sum(1).T                   # gQ (m_k, R)
     g.QKs[1, :, 0] = signal(dL_dk).sum(1).T                   # gK
-    g.Vh[...] = dL_du[:, :, 1].T / m_v                        # hV (n, R)
+    g.Vh[...] = _noise_rows(dL_du[:, :, 1:]) / m_v            # hV (P n, R)
     g.Vs[...] = signal(dL_du).sum(1)[None] / m_v              # gV (1, R)
     return g
 
@@ -151,11 +172,11 @@ class Magnitudes(NamedTuple):
     """The coordinate magnitudes ``a_k`` the quantities live on (run axis last)."""
 
     mu: float              # ||mu||
-    abs_xi: np.ndarray     # (s, n, R)  |xi_ik|
+    abs_xi: np.ndarray     # (s, N_x, R)  |xi_ik| of each noise row
 
     @property
     def l1(self) -> np.ndarray:
-        """(n, R) ``||xi_i||_1``."""
+        """(N_x, R) ``||xi_ij||_1``."""
         return self.abs_xi.sum(0)
 
 

@@ -83,7 +83,10 @@ def _full_test_inputs(problem):
     dict(optimizer="signgd", label_flip=0.25, signal_position="random", seed=1),
     dict(optimizer="lion"),
     dict(optimizer="adam", eta=5e-4, label_flip=0.25, signal_position="random", seed=1),
-], ids=["signgd", "gd", "adam", "signgd-flips-random-position", "lion", "adam-flips-random-position"])
+    dict(optimizer="signgd", n_patches=3),
+    dict(optimizer="lion", n_patches=4, label_flip=0.25, signal_position="random", seed=1),
+], ids=["signgd", "gd", "adam", "signgd-flips-random-position", "lion", "adam-flips-random-position",
+        "signgd-3-patches", "lion-4-patches-flips-random-position"])
 def test_reduced_agrees_with_full_engine_step_by_step(changes):
     config = SimulationConfig(**{**AGREE, **changes})
     problem = build_problem(config)
@@ -416,7 +419,10 @@ def test_a_run_does_not_depend_on_its_batch():
 @pytest.mark.parametrize("variant", [
     dict(score_scale=0.3), dict(pooling="mean"), dict(feature_noise=0.2), dict(batch_size=3),
     dict(score_scale=0.3, pooling="mean", feature_noise=0.2, batch_size=5),
-], ids=["scale", "mean", "feature-noise", "mini-batch", "all"])
+    dict(n_patches=3), dict(n_patches=4, signal_position="random"),
+    dict(n_patches=4, score_scale=0.3, pooling="mean", feature_noise=0.2, batch_size=5),
+], ids=["scale", "mean", "feature-noise", "mini-batch", "all", "3-patches", "4-patches-random",
+        "4-patches-all"])
 def test_engines_agree_on_every_variant(optimizer, eta, variant):
     """The variants go through the one model in both engines: the reduced state's
     projections carry the feature-noise term, the mini-batches come from the same
