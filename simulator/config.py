@@ -566,11 +566,11 @@ _UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
 
 def _history_floats(config: SimulationConfig) -> int:
     """Floats of one record of one run (``simulator.history``): 7 scalars,
-    ``margin, lprime, batch`` (n each), ``Vn`` (n (L - 1)), ``softmax`` (L^2 n),
+    ``margin, lprime`` (n each), ``Vn`` (n (L - 1)), ``softmax`` (L^2 n),
     ``Qs, Ks`` (m_k each), ``Qn, Kn`` (m_k n (L - 1) each)."""
     n, m_k, L = config.n, config.m_k, config.n_patches
     nP = n * (L - 1)
-    return 7 + 3 * n + nP + L * L * n + 2 * m_k + 2 * m_k * nP
+    return 7 + 2 * n + nP + L * L * n + 2 * m_k + 2 * m_k * nP
 
 
 def recorded_steps(config: SimulationConfig) -> int:
@@ -624,7 +624,7 @@ def estimated_bytes(config: SimulationConfig) -> int:
     (:func:`recorded_steps`) and 8-byte floats, the estimate is the sum of:
 
     * ``history``: ``2 x 8 (T (R H + 2) + R (6 n + 3 n P + 2))``,
-      ``H = 7 + 3 n + n P + L^2 n + 2 m_k + 2 m_k n P`` floats a record of a run; twice,
+      ``H = 7 + 2 n + n P + L^2 n + 2 m_k + 2 m_k n P`` floats a record of a run; twice,
       for the copy a save or a report holds.
 
     Full engine (``engine='full'``), with ``D`` trained coordinates (``D = 1 + n s`` on

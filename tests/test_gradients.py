@@ -17,8 +17,8 @@ from simulator.model import Layout, ModelOptions, forward, loss_and_gradient, sp
 MATRICES = ("W_Q", "W_K", "W_V+", "W_V-")
 
 
-def random_problem(seed, *, R=2, n=3, D=5, m_k=2, m_v=3, qk_scale=0.5, v_scale=0.5):
-    """Generic weights ``W`` (R, M, D), inputs ``X`` (R, n, 2, D) and labels ``y``."""
+def random_problem(seed, *, R=2, n=3, D=5, m_k=2, m_v=3, qk_scale=0.5, v_scale=0.5, L=2):
+    """Generic weights ``W`` (R, M, D), inputs ``X`` (R, n, L, D) and labels ``y``."""
     rng = np.random.default_rng(seed)
     layout = Layout(m_k, m_v)
     W = rng.standard_normal((R, layout.M, D))
@@ -26,20 +26,20 @@ def random_problem(seed, *, R=2, n=3, D=5, m_k=2, m_v=3, qk_scale=0.5, v_scale=0
     W[:, layout.K] *= qk_scale
     W[:, layout.Vp] *= v_scale
     W[:, layout.Vm] *= v_scale
-    X = rng.standard_normal((R, n, 2, D))
+    X = rng.standard_normal((R, n, L, D))
     y = rng.choice([-1.0, 1.0], size=(R, n))
     return W, X, y, layout
 
 
-def finite_difference_gradient(W, X, y, layout, h):
+def finite_difference_gradient(W, X, y, layout, h, options=ModelOptions()):
     """Central differences ``(L(W + h e) - L(W - h e)) / 2h`` of every entry."""
     G = np.zeros_like(W)
     for idx in np.ndindex(*W.shape[1:]):
         Wp, Wm = W.copy(), W.copy()
         Wp[(slice(None),) + idx] += h
         Wm[(slice(None),) + idx] -= h
-        lp = loss_and_gradient(Wp, X, y, layout).loss    # (R,) one entry per run
-        lm = loss_and_gradient(Wm, X, y, layout).loss
+        lp = loss_and_gradient(Wp, X, y, layout, options).loss    # (R,) one entry per run
+        lm = loss_and_gradient(Wm, X, y, layout, options).loss
         G[(slice(None),) + idx] = (lp - lm) / (2 * h)
     return G
 
@@ -62,22 +62,23 @@ def slow_loss_and_gradient(W, X, y, layout):
         WVp, WVm = W[r, layout.Vp], W[r, layout.Vm]
         vbar = WVp.mean(0) - WVm.mean(0)
         for i in range(n):
-            x = X[r, i]                                   # (2, D)
-            q = [WQ @ x[l] for l in range(2)]
-            k = [WK @ x[j] for j in range(2)]
-            u = np.array([vbar @ x[j] for j in range(2)])
-            S = np.zeros((2, 2))
-            for l in range(2):
-                z = np.array([q[l] @ k[j] for j in range(2)])
+            x = X[r, i]                                   # (L, D)
+            P = range(len(x))
+            q = [WQ @ x[l] for l in P]
+            k = [WK @ x[j] for j in P]
+            u = np.array([vbar @ x[j] for j in P])
+            S = np.zeros((len(x), len(x)))
+            for l in P:
+                z = np.array([q[l] @ k[j] for j in P])
                 e = np.exp(z - z.max())
                 S[l] = e / e.sum()
-            f = sum(S[l, j] * u[j] for l in range(2) for j in range(2))
+            f = sum(S[l, j] * u[j] for l in P for j in P)
             f_all[r, i] = f
             loss[r] += np.log1p(np.exp(-y[r, i] * f)) / n
             dL_df = -y[r, i] / (1.0 + np.exp(y[r, i] * f)) / n
             dvbar = np.zeros(W.shape[-1])
-            for l in range(2):
-                for j in range(2):
+            for l in P:
+                for j in P:
                     dvbar += dL_df * S[l, j] * x[j]
                     dz = dL_df * S[l, j] * (u[j] - S[l] @ u)
                     grad[r, layout.Q] += dz * np.outer(k[j], x[l])
@@ -109,9 +110,9 @@ def test_gradient_matches_finite_differences(case, qk_scale, h, seed):
 
 # --- vectorized vs slow loop ----------------------------------------------------
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_vectorized_matches_slow_loop(seed):
-    W, X, y, layout = random_problem(seed, R=3, n=4, D=6, m_k=3, m_v=2, qk_scale=0.8)
+@pytest.mark.parametrize("seed, L", [(0, 2), (1, 2), (2, 2), (3, 3), (4, 5)])
+def test_vectorized_matches_slow_loop(seed, L):
+    W, X, y, layout = random_problem(seed, R=3, n=4, D=6, m_k=3, m_v=2, qk_scale=0.8, L=L)
     lg = loss_and_gradient(W, X, y, layout)
     loss, f, G = slow_loss_and_gradient(W, X, y, layout)
     np.testing.assert_allclose(lg.forward.f, f, rtol=1e-12, atol=1e-14, err_msg="f")
@@ -216,7 +217,47 @@ def test_gradient_does_not_mutate_inputs():
         assert np.array_equal(a, b), f"{name} was mutated"
 
 
-# --- variants: score scale, mean pooling, mini-batches ---------------------------
+# --- variants: score scale, mean pooling, mini-batches, more patches ------------
+
+@pytest.mark.parametrize("L", [3, 4])
+@pytest.mark.parametrize("qk_scale", [0.5, 2.2], ids=["moderate", "nearly-saturated"])
+def test_gradient_matches_finite_differences_with_more_patches(L, qk_scale):
+    W, X, y, layout = random_problem(5, L=L, qk_scale=qk_scale)
+    if qk_scale > 1:
+        assert forward(W, X, layout).att.S.min() < 1e-3, "problem is not saturated"
+    G = loss_and_gradient(W, X, y, layout).grad
+    G_fd = finite_difference_gradient(W, X, y, layout, 1e-6)
+    for name in MATRICES:
+        err = relative_error(split(G, layout)[name], split(G_fd, layout)[name])
+        assert err < 1e-6, f"{name} (L = {L}): relative error {err:.2e} vs finite differences"
+
+
+@pytest.mark.parametrize("qk_scale", [1.0, 6], ids=["initial-scale", "nearly-saturated"])
+def test_combined_variant_gradient_on_the_data_model(qk_scale):
+    """L = 4 patches with mean pooling, score scale 0.3 and feature noise alpha = 0.2, on
+    the inputs the full engine trains (built from the data model), against central
+    finite differences; scaled-up query/key weights push the attention near saturation."""
+    from simulator import SimulationConfig
+    from simulator.problem import build_problem
+
+    cfg = SimulationConfig(d=200, n=3, s=2, m_k=2, m_v=2, n_test=4, n_patches=4, pooling="mean",
+                           score_scale=0.3, feature_noise=0.2, sigma_0=0.5, mu_norm=1.0, seed=3)
+    problem = build_problem(cfg)
+    options = ModelOptions.of(cfg)
+    layout = problem.layout
+    W = problem.W0.copy()
+    W[:, layout.Q] *= qk_scale
+    W[:, layout.K] *= qk_scale
+    assert problem.X.shape[2] == 4
+    assert (problem.X[:, :, 1:, 0] != 0).all(), "feature noise puts -alpha y mu in every noise patch"
+    if qk_scale > 1:
+        assert forward(W, problem.X, layout, options).att.S.min() < 1e-3, "not saturated"
+    G = loss_and_gradient(W, problem.X, problem.y, layout, options).grad
+    G_fd = finite_difference_gradient(W, problem.X, problem.y, layout, 1e-6, options)
+    for name in MATRICES:
+        err = relative_error(split(G, layout)[name], split(G_fd, layout)[name])
+        assert err < 1e-6, f"{name}: relative error {err:.2e} vs finite differences"
+
 
 @pytest.mark.parametrize("options", [ModelOptions(0.3, "sum"), ModelOptions(1.0, "mean"),
                                      ModelOptions(2.5, "mean")],

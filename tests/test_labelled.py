@@ -21,9 +21,10 @@ def history():
 
 def test_dims_are_named_after_the_schema(history):
     ds = history.to_xarray()
-    assert ds["Qn"].dims == ("step", "run", "neuron", "sample")
+    assert ds["Qn"].dims == ("step", "run", "neuron", "noise_patch")
     assert ds["softmax"].dims == ("step", "run", "sample", "patch_query", "patch_key")
-    assert ds["xi_l1"].dims == ("run", "sample")
+    assert ds["xi_l1"].dims == ("run", "noise_patch")
+    assert ds["margin"].dims == ("step", "run", "sample")
     assert ds["Vs"].dims == ("step", "run")
     assert ds.sizes["step"] == history.steps.size and ds.sizes["neuron"] == CONFIG.m_k
 
@@ -68,3 +69,15 @@ def test_loading_refuses_what_is_not_a_history(tmp_path):
     xr.Dataset({"a": ("x", np.arange(3))}).to_netcdf(tmp_path / "other.nc", engine="h5netcdf")
     with pytest.raises(ValueError, match="not a history file: it has no config_json"):
         load_netcdf(tmp_path / "other.nc")
+
+
+def test_noise_patches_name_their_sample_and_patch():
+    """With three patches the noise dimension has 2 n entries, patch-major: entry
+    ``j n + i`` is noise patch ``j + 1`` of sample ``i``, and the patch names follow."""
+    cfg = CONFIG.replace(n_patches=3, n_seeds=1, steps=5)
+    ds = run(cfg).to_xarray()
+    n = cfg.n
+    assert ds.sizes["noise_patch"] == 2 * n
+    np.testing.assert_array_equal(ds["noise_sample"].values, np.r_[np.arange(n), np.arange(n)])
+    np.testing.assert_array_equal(ds["noise_index"].values, np.repeat([1, 2], n))
+    assert list(ds["patch_key"].values) == ["signal", "noise1", "noise2"]
