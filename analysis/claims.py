@@ -198,7 +198,10 @@ class Run:
 
 def judge(claim: Claim, run: Run) -> Result:
     """Run the claim's check and decide the verdict (module doc)."""
-    chk = claim.check(run, claim)
+    try:
+        chk = claim.check(run, claim)
+    except NotAnalysedError as exc:       # a part that does not apply: variant_reason says why
+        chk = Check("n/a", "n/a", nothing=str(exc))
     cfg = run.config
     if claim.sign_like and not run.sign_like:
         v = Verdict(NOT_APPLICABLE, f"a SignGD closed form; optimizer {cfg.optimizer} "
@@ -236,6 +239,48 @@ SCALE_FREE = ("law1", "law2", "law3", "law4", "law5", "law6", "T1", "T2", "align
 OUTCOMES = ("train_loss", "test_loss")
 
 
+class NotAnalysedError(LookupError):
+    """A part of the analysis was used that does not apply to the run's variant."""
+
+
+class NotAnalysed:
+    """Stands for a part of an :class:`~analysis.summary.Analysis` that does not apply
+    to the run's variant (the stage analysis for inputs of more than two patches):
+    any use raises :class:`NotAnalysedError` with the reason, which the verdicts and
+    the summary turn into *not applicable* and NaN."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def __getattr__(self, name):
+        raise NotAnalysedError(self.reason)
+
+    def __getitem__(self, key):
+        raise NotAnalysedError(self.reason)
+
+
+def analysed(part) -> bool:
+    """``part`` of an analysis applies to the run (is not :class:`NotAnalysed`)."""
+    return not isinstance(part, NotAnalysed)
+
+
+#: Claims that hold, or are checked, for any number of patches: the laws, per noise
+#: patch (:func:`analysis.laws.check_laws_of_patches`), the loss rate they give
+#: (:func:`analysis.fits.loss_rate`) and the outcomes.
+PATCH_FREE = ("law1", "law2", "law3", "law4", "law5", "law6", "loss_rate", "train_loss",
+              "test_loss")
+
+
+def patches_reason(cfg) -> str:
+    """Why the stage analysis does not apply to inputs of ``n_patches > 2`` patches
+    (empty for two)."""
+    L = getattr(cfg, "n_patches", 2)
+    if L == 2:
+        return ""
+    return (f"n_patches = {L}: the stages and closed forms are derived for one noise patch "
+            f"per sample; laws 1-6 are checked per noise patch")
+
+
 def variant_reason(claim: Claim, cfg) -> str:
     """Why a model, data or training variant takes ``claim`` out of the theory's
     setting (empty when it does not)."""
@@ -250,6 +295,8 @@ def variant_reason(claim: Claim, cfg) -> str:
     if batch not in (None, cfg.n):
         return (f"mini-batches of {batch} of {cfg.n} samples: the closed forms are for full "
                 "batches (tests/test_laws_exact.py checks the laws on each step's batch)")
+    if claim.key not in PATCH_FREE and (why := patches_reason(cfg)):
+        return why
     scale, pooling = getattr(cfg, "score_scale", 1.0), getattr(cfg, "pooling", "sum")
     if (scale != 1.0 or pooling != "sum") and claim.key not in SCALE_FREE:
         return (f"score_scale = {scale:g}, pooling = {pooling}: this prediction is derived for "
@@ -774,7 +821,15 @@ SWEEP_COLUMNS: tuple[Column, ...] = (
 def summary_row(a: "Analysis", r: int) -> dict:
     """The summary of run ``r``: every column of :data:`COLUMNS`, JSON scalars."""
     run = Run(a, r)
-    return {c.name: c.get(run) for c in COLUMNS}
+    return {c.name: _value(c, run) for c in COLUMNS}
+
+
+def _value(column: Column, run: Run):
+    """A column's value; NaN where it needs a part of the analysis that does not apply."""
+    try:
+        return column.get(run)
+    except NotAnalysedError:
+        return math.nan
 
 
 def columns() -> dict[str, dict[str, str]]:

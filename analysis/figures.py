@@ -13,6 +13,9 @@ Figures
   room, the stages shaded and named.
 * :func:`pairs_figure`: two close-ups, a Stage II pair stuck in a period-2 oscillation
   next to one that aligns, and a minority pair flipping in Stage IV.
+* :func:`patches_figure`: inputs of more than two patches, one colour per noise
+  patch: value noise, attention on each key patch, and the share of aligned query/key
+  noise pairs (the stage figures are for two patches).
 
 The API
 -------
@@ -52,6 +55,7 @@ import numpy as np
 from simulator import History
 from simulator.io import atomic_write_with
 
+from .claims import NotAnalysed, analysed, patches_reason
 from .quantities import Quantities, quantities
 from .stages import Stages, detect_stages
 
@@ -107,8 +111,16 @@ class FigureData:
         return self.q.step
 
     def times(self, names: Sequence[str] = STAGE_TIMES) -> dict[str, np.ndarray]:
-        """Stage times per run, name -> (R,) float (``nan``: never)."""
+        """Stage times per run, name -> (R,) float (``nan``: never, or no stage analysis)."""
+        if not analysed(self.stages):
+            return {k: np.full(self.q.R, np.nan) for k in names}
         return {k: np.asarray(getattr(self.stages, k), dtype=float) for k in names}
+
+    def two_patches(self, figure: str) -> None:
+        """Refuse, in one line, a stage figure of a history of more than two patches."""
+        if not analysed(self.stages):
+            raise ValueError(f"the {figure} figure shows the stages of two-patch inputs; "
+                             f"{self.stages.reason}: draw patches_figure instead")
 
 
 def figure_data(history: History | FigureData, run: int | None = None) -> FigureData:
@@ -122,7 +134,8 @@ def figure_data(history: History | FigureData, run: int | None = None) -> Figure
             raise ValueError(f"run must be between 0 and {history.n_runs - 1}, got {run}")
         history = history.run(run) if history.n_runs > 1 else history
     q = quantities(history)
-    return FigureData(history, q, detect_stages(q))
+    why = patches_reason(history.config)
+    return FigureData(history, q, NotAnalysed(why) if why else detect_stages(q))
 
 
 def stage_index(times: Mapping[str, float], step) -> np.ndarray:
@@ -146,7 +159,10 @@ def stage_index(times: Mapping[str, float], step) -> np.ndarray:
 
 def early_window(st: Stages, step: np.ndarray) -> int:
     """Steps shown in the early panels and stretched on a split time axis: 1.5 ``T2``
-    (at least 3 ``T1`` and 20 steps; the latest run of a batch)."""
+    (at least 3 ``T1`` and 20 steps; the latest run of a batch). Without a stage
+    analysis, a tenth of the run."""
+    if not analysed(st):
+        return int(min(step[-1], max(20, step[-1] / 10)))
     t2, t1 = np.asarray(st.T2, float), np.asarray(st.T1, float)
     t2 = np.nanmax(t2) if np.isfinite(t2).any() else step[-1] / 10
     t1 = np.nanmax(t1) if np.isfinite(t1).any() else 0
@@ -574,6 +590,7 @@ def stages_figure(history: History | FigureData, *, neuron: int = 0,
     ``Figure`` or ``SubFigure`` to draw into (default: a new 12 x 8.4 in figure).
     """
     data = figure_data(history, run)
+    data.two_patches("stages")
     m_k = data.history.config.m_k
     if not 0 <= neuron < m_k:
         raise ValueError(f"neuron must be between 0 and {m_k - 1}, got {neuron}")
@@ -614,6 +631,7 @@ def slide_figure(history: History | FigureData, *, run: int | None = None, fig=N
     """One panel per stage, on a shared time axis with the stages shaded and named,
     each panel's own stage highlighted (16:9, 12.8 x 7.2 in). Returns the figure."""
     data = figure_data(history, run)
+    data.two_patches("slide")
     with style():
         fig = new_figure((12.8, 7.2)) if fig is None else fig
         lines = 2 + data.batch                                      # suptitle lines
@@ -640,6 +658,7 @@ def pairs_figure(history: History | FigureData, *, run: int = 0, fig=None):
     then query noise flip, over that neuron's query signal.
     """
     data = figure_data(history, run)
+    data.two_patches("pairs")
     q, st, step = data.q, data.stages, data.step
     with style():
         fig = new_figure((12, 4.8)) if fig is None else fig
@@ -700,6 +719,69 @@ def pairs_figure(history: History | FigureData, *, run: int = 0, fig=None):
     return fig
 
 
+PATCH_COLORS = ("tab:orange", "tab:cyan", "tab:brown", "tab:olive", "tab:pink", "tab:gray")
+"""Noise patch ``j`` (cycled): none of the sign, softmax or signal colours."""
+
+
+def patches_figure(history: History | FigureData, *, run: int | None = None, fig=None,
+                   time_scale: str = "symlog", quantiles=(0.0, 1.0)):
+    """Inputs of ``L >= 2`` patches, one colour per noise patch ``j``; returns the figure.
+
+    (a) Value noise ``<vbar, y_i xi_ij>`` of each noise patch and the value signal over
+    the first steps. (b) Attention of the signal query on each key patch,
+    ``s_{i,1k}`` (solid), and of the first noise query on the signal key (dotted), log
+    scale. (c) The share of (neuron, sample) pairs of each noise patch whose query and
+    key noise have the same sign. Bands: median and ``quantiles`` over samples (and runs).
+    """
+    data = figure_data(history, run)
+    q, step = data.q, data.step
+    L = q.n_patches
+    colors = [PATCH_COLORS[j % len(PATCH_COLORS)] for j in range(L - 1)]
+    label = (lambda j: "noise patch") if L == 2 else (lambda j: f"noise patch {j + 1}")
+    with style():
+        fig = new_figure((15, 5.2)) if fig is None else fig
+        gs = fig.add_gridspec(1, 3, left=0.055, right=0.99, bottom=0.14, top=0.8, wspace=0.24)
+        a, b, c = (fig.add_subplot(cell) for cell in gs)
+        early = step <= early_window(data.stages, step)
+        Vn = q.per_sample(q.Vn)                                        # (T, R, n, P)
+        for j in range(L - 1):
+            _lines(a, step[early], Vn[early, ..., j], colors[j], batch=True, quantiles=quantiles)
+        _lines(a, step[early], q.Vs[early], SIGNAL_COLOR, batch=data.batch, quantiles=quantiles,
+               lw=2.2, zorder=3)
+        a.set_xlim(0, step[early][-1])
+        a.set_xlabel("step")
+        a.set_title("(a) value noise of each patch, value signal")
+        _legend(a, [_proxy(colors[j], label(j), band=True) for j in range(L - 1)]
+                + [_proxy(SIGNAL_COLOR, "value signal", lw=2.2, band=data.batch)], loc="upper left")
+
+        S = q.S                                                        # (T, R, n, L, L)
+        _lines(b, step, S[..., 0, 0], S11_COLOR, batch=True, quantiles=quantiles, log=True, lw=1.6)
+        for j in range(L - 1):
+            _lines(b, step, S[..., 0, j + 1], colors[j], batch=True, quantiles=quantiles, log=True)
+        _lines(b, step, S[..., 1, 0], S21_COLOR, batch=True, quantiles=quantiles, log=True, ls=":")
+        b.set_yscale("log")
+        set_time_axis(b, step[-1], scale=time_scale)
+        b.set_title("(b) attention on each key patch")
+        _legend(b, [_proxy(S11_COLOR, "signal query on signal key", band=True)]
+                + [_proxy(colors[j], f"signal query on {label(j)}", band=True) for j in range(L - 1)]
+                + [_proxy(S21_COLOR, "first noise query on signal key", ls=":", band=True)],
+                loc="lower left")
+
+        agree = q.per_sample(np.sign(q.Qn) == np.sign(q.Kn))            # (T, R, m_k, n, P)
+        for j in range(L - 1):
+            share = agree[..., j].mean(axis=(2, 3))                     # (T, R)
+            _lines(c, step, share, colors[j], batch=data.batch, quantiles=quantiles, lw=1.8)
+        c.set_ylim(0, 1.05)
+        set_time_axis(c, step[-1], scale=time_scale)
+        c.set_ylabel("share of pairs")
+        c.set_title("(c) query and key noise share a sign")
+        _legend(c, [_proxy(colors[j], label(j), band=data.batch) for j in range(L - 1)],
+                loc="lower right")
+        fig.suptitle(f"{L} patches: one signal patch, {L - 1} noise patches\n"
+                     + config_title(data.history, quantiles), fontsize=12)
+    return fig
+
+
 # ---------------------------------------------------------------- saving
 def save_figure(fig, path: str | os.PathLike, *, dpi: float = 150) -> Path:
     """Write ``fig`` to ``path`` atomically, in the format its extension names
@@ -721,6 +803,12 @@ def save_stages_figure(history: History, path: str | os.PathLike, *, neuron: int
     """:func:`stages_figure` written to ``path`` (format from its extension)."""
     return save_figure(stages_figure(history, neuron=neuron, color_step=color_step, **options),
                        path, dpi=dpi)
+
+
+def save_patches_figure(history: History, path: str | os.PathLike, *, dpi: float = 150,
+                        **options) -> Path:
+    """:func:`patches_figure` written to ``path`` (format from its extension)."""
+    return save_figure(patches_figure(history, **options), path, dpi=dpi)
 
 
 def save_loss_figure(history: History, path: str | os.PathLike, *, dpi: float = 150,

@@ -173,8 +173,10 @@ def loss_rate(history: History, q: Quantities, *, tail: float = 0.25) -> list[di
         logL = np.log(Lw[ok])
         p = np.polyfit(t[ok], logL, 1)
         r2 = _r2(logL, np.polyval(p, t[ok]))
-        dm = 2 * q.eta * ((q.s11[w, r] + q.s21[w, r]) * q.mu_norm
-                          + (q.s12[w, r] + q.s22[w, r]) * q.xi_l1[r])   # (Tw, n)
+        # laws 1-2 move u_k by 2 eta ||x_k||; the margin by sum_k (sum_l s_lk) du_k
+        col = q.S[w, r].sum(-2)                                    # (Tw, n, L) sum_l s_i,lk
+        dm = 2 * q.eta * (col[..., 0] * q.mu_norm
+                          + (col[..., 1:] * q.per_sample(q.xi_l1[r])).sum(-1))   # (Tw, n)
         lp = np.abs(q.lprime[w, r])
         pred = (lp * dm).mean(-1) / np.where(Lw > 0, Lw, np.nan)
         out.append({"rate": float(-p[0]), "predicted_rate": float(np.nanmean(pred)),

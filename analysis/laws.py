@@ -10,6 +10,11 @@ compared with the law's prediction from the state at ``t``::
     5. dQs_s   = eta ||mu|| sign( sum_i |l'_i| s_i11 s_i12 (Vn_i - Vs)(Kn_si - Ks_s) )
     6. dKs_s   = -eta ||mu|| sign( sum_i |l'_i| (Vn_i - Vs)(s_i11 s_i12 Qs_s + s_i21 s_i22 Qn_si) )
 
+With ``L > 2`` patches every noise patch ``(i, j)`` has its own laws 2-4 (``xi_ij``,
+``Vn_ij``, ``Qn_sij``, ``Kn_sij``) and laws 3-6 take their ``L``-patch form
+(:func:`drives`), of which the lines above are the case ``L = 2``; one check serves
+every ``L``.
+
 A change matches when ``|observed - predicted| <= tol * step + 32 eps (|x_t| + |x_{t+1}|)``
 with ``step`` the law's step size (``eta ||mu||`` or ``eta ||xi_i||_1``): ``tol`` is
 relative to one step, and the second term is the rounding of the recorded values.
@@ -134,8 +139,42 @@ def _summarize(law, code, rel, steps_before, run_axis=1) -> LawResult:
     return LawResult(law, matches + mismatches, matches, mismatches, excluded, max_error, first)
 
 
+def drives(S: np.ndarray, Q: np.ndarray, K: np.ndarray, u: np.ndarray):
+    """The factors whose signs the laws give, for any number of patches ``L``.
+
+    With ``A_lk = S_lk sum_k' S_lk' (u_k - u_k')`` (the softmax backward of
+    ``docs/theory.md`` section 2 without ``g``), the gradient of query ``l`` is
+    ``g sum_k A_lk k_k`` and of key ``k`` is ``g sum_l A_lk q_l``, so SignGD moves
+    (clean labels, ``g < 0``)::
+
+        Qn_sij  by  eta ||xi_ij||_1 sign(Dq_ij,s),   Dq_l = sum_k A_lk K_k
+        Kn_sij  by  eta ||xi_ij||_1 sign(Dk_ij,s),   Dk_k = sum_l A_lk Q_l
+        Qs_s    by  eta ||mu|| sign(sum_i |l'_i| Dq_i0,s)
+        Ks_s    by  eta ||mu|| sign(sum_i |l'_i| Dk_i0,s)
+
+    With two patches ``Dq_2 = s21 s22 (Vn - Vs)(Kn - Ks)`` and
+    ``Dk_2 = (Vn - Vs)(s11 s12 Qs + s21 s22 Qn)``: laws 3-6.
+
+    ``S`` (..., L, L), ``Q, K`` (..., L, m_k), ``u`` (..., L). Returns ``Dq, Dk`` (..., L,
+    m_k) and their scales (the same sums of absolute terms, for :func:`_sign`).
+    """
+    du = u[..., :, None] - u[..., None, :]                      # (..., L, L) u_k - u_k'
+    A = S * np.matmul(S, np.swapaxes(du, -1, -2))               # A_lk
+    A_abs = S * np.matmul(S, np.swapaxes(np.abs(du), -1, -2))
+    Dq, Dk = np.matmul(A, K), np.matmul(np.swapaxes(A, -1, -2), Q)
+    scale_q = np.matmul(A_abs, np.abs(K))
+    scale_k = np.matmul(np.swapaxes(A_abs, -1, -2), np.abs(Q))
+    return Dq, Dk, scale_q, scale_k
+
+
 def check_laws(q: Quantities, *, tol: float = 1e-9) -> LawReport:
-    """Compare every one-step change between consecutive records with laws 1-6.
+    """Compare every one-step change between consecutive records with laws 1-6, for
+    any number of patches (:func:`drives`).
+
+    Exclusions: a noise patch sharing coordinates (``shared``); a sample with a flipped
+    label or its signal not in patch 1 (``dirty_label``; laws 1, 5, 6: any such sample
+    of the run); ``l'_i == 0`` or a softmax output exactly 0, or a gradient below
+    :data:`TINY` (``underflow``); a predicted sign too close to 0 (``ambiguous``).
 
     Parameters
     ----------
@@ -154,90 +193,65 @@ def check_laws(q: Quantities, *, tol: float = 1e-9) -> LawReport:
     k = consecutive_pairs(q.step)
     a, b = k, k + 1
     gaps = int(np.count_nonzero(np.diff(q.step) != 1))
-    P, R = k.size, q.R
-    n, m_k = q.Vn.shape[-1], q.Qs.shape[-1]
+    A, R, n, L, m_k = k.size, q.R, q.n, q.n_patches, q.Qs.shape[-1]
     eta, mu = q.eta, q.mu_norm
-    h = q.noise_step                                              # (R, n)
+    S = q.S[a]                                                    # (A, R, n, L, L)
+    Q, K, u = q.patch_stack(a)                                    # (A, R, n, L, m_k), (A, R, n, L)
+    Dq, Dk, scale_q, scale_k = drives(S, Q, K, u)
+    lp = np.abs(q.lprime[a])                                      # (A, R, n)
 
-    # --- exclusions at the earlier step of each pair --------------------------------
-    S = np.stack([q.s11[a], q.s12[a], q.s21[a], q.s22[a]], -1)   # (P, R, n, 4)
-    under = (q.lprime[a] == 0) | (S == 0).any(-1)                 # (P, R, n)
-    sample_code = np.zeros((P, R, n), np.int8)
-    sample_code[under] = UNDERFLOW
+    def noise_rows(x):                                            # (A, R, n, P, ...) -> noise axis last
+        x = np.moveaxis(x, 3, -1) if x.ndim == 5 else x           # (A, R, n, m_k, P)
+        x = np.swapaxes(x, 2, -1)                                 # (A, R, P, [m_k,] n)
+        if x.ndim == 5:
+            x = np.moveaxis(x, 3, 2)                              # (A, R, m_k, P, n)
+        return x.reshape(x.shape[:-2] + (x.shape[-2] * x.shape[-1],))   # patch-major j n + i
+
+    sample_code = np.zeros((A, R, n), np.int8)
+    sample_code[(q.lprime[a] == 0) | (S == 0).any((-1, -2))] = UNDERFLOW
     sample_code[:, ~q.clean] = DIRTY
-    sample_code[:, q.shared > 0] = SHARED
-    run_dirty = ~q.clean.all(-1)                                  # (R,)
-
-    results: dict[int, LawResult] = {}
+    code_noise = np.tile(sample_code, (1, 1, L - 1))              # (A, R, noise)
+    code_noise[:, q.shared > 0] = SHARED
+    run_dirty = ~q.clean.all(-1)
     steps_before = q.step[a]
+    results: dict[int, LawResult] = {}
 
     # law 1: dVs = 2 eta ||mu||
-    lp = np.abs(q.lprime[a]) / n                                  # (P, R, n)
-    ex1 = np.zeros((P, R), np.int8)
-    ex1[(lp * (q.s11[a] + q.s21[a]) * mu).max(-1) < TINY] = UNDERFLOW
+    ex1 = np.zeros((A, R), np.int8)
+    ex1[(lp / n * S[..., 0].sum(-1) * mu).max(-1) < TINY] = UNDERFLOW
     ex1[:, run_dirty] = DIRTY
-    obs = q.Vs[b] - q.Vs[a]
-    code, rel = _classify(obs, 2 * eta * mu, eta * mu, q.Vs[a], q.Vs[b], tol, ex1, False)
+    code, rel = _classify(q.Vs[b] - q.Vs[a], 2 * eta * mu, eta * mu, q.Vs[a], q.Vs[b], tol, ex1, False)
     results[1] = _summarize(1, code, rel, steps_before)
 
-    # law 2: dVn_i = 2 eta ||xi_i||_1
-    code2 = np.where((sample_code == 0) & (lp * (q.s12[a] + q.s22[a]) * h < TINY),
-                     UNDERFLOW, sample_code).astype(np.int8)
-    obs = q.Vn[b] - q.Vn[a]
-    code, rel = _classify(obs, 2 * h, h, q.Vn[a], q.Vn[b], tol, code2, False)
+    # law 2: dVn_ij = 2 eta ||xi_ij||_1
+    hn = q.noise_step[None]                                       # (1, R, noise)
+    weight = noise_rows((lp / n)[..., None] * S[..., 1:].sum(-2))  # (A, R, noise)
+    code2 = np.where((code_noise == 0) & (weight * hn < TINY), UNDERFLOW, code_noise).astype(np.int8)
+    code, rel = _classify(q.Vn[b] - q.Vn[a], 2 * hn, hn, q.Vn[a], q.Vn[b], tol, code2, False)
     results[2] = _summarize(2, code, rel, steps_before)
 
-    # law 3: dQn_si = eta ||xi_i||_1 sign(Vn_i - Vs) sign(Kn_si - Ks_s)
-    gap = q.value_gap[a]                                          # (P, R, n)
-    sg, amb_g = _sign(gap, np.abs(q.Vn[a]) + np.abs(q.Vs[a])[..., None])
-    kd = q.Kn[a] - q.Ks[a][..., None]                             # (P, R, m_k, n)
-    sk, amb_k = _sign(kd, np.abs(q.Kn[a]) + np.abs(q.Ks[a])[..., None])
-    hb = h[None, :, None, :]                                      # (1, R, 1, n)
-    pred = hb * sg[:, :, None, :] * sk
-    code_ex = np.broadcast_to(sample_code[:, :, None, :], pred.shape)
-    size3 = (lp * q.s21[a] * q.s22[a] * np.abs(gap))[:, :, None, :] * np.abs(kd) * hb
-    code3 = np.where((code_ex == 0) & (size3 < TINY), UNDERFLOW, code_ex).astype(np.int8)
-    obs = q.Qn[b] - q.Qn[a]
-    code, rel = _classify(obs, pred, hb, q.Qn[a], q.Qn[b], tol, code3,
-                          amb_g[:, :, None, :] | amb_k)
-    results[3] = _summarize(3, code, rel, steps_before)
+    # laws 3, 4: dQn_sij = h_ij sign(Dq_ij,s), dKn_sij = h_ij sign(Dk_ij,s)
+    hb = hn[:, :, None, :]                                        # (1, R, 1, noise)
+    code_ex = np.broadcast_to(code_noise[:, :, None, :], (A, R, m_k, n * (L - 1)))
+    for law, D, scale, x in ((3, Dq, scale_q, q.Qn), (4, Dk, scale_k, q.Kn)):
+        sD, amb = _sign(noise_rows(D[:, :, :, 1:]), noise_rows(scale[:, :, :, 1:]))
+        size = (lp / n)[..., None, None] * np.abs(D[:, :, :, 1:])  # (A, R, n, P, m_k)
+        code_l = np.where((code_ex == 0) & (noise_rows(size) * hb < TINY), UNDERFLOW,
+                          code_ex).astype(np.int8)
+        code, rel = _classify(x[b] - x[a], hb * sD, hb, x[a], x[b], tol, code_l, amb)
+        results[law] = _summarize(law, code, rel, steps_before)
 
-    # law 4: dKn_si = eta ||xi_i||_1 sign(Vn_i - Vs) sign(s11 s12 Qs + s21 s22 Qn)
-    s1112, s2122 = q.s11[a] * q.s12[a], q.s21[a] * q.s22[a]      # (P, R, n)
-    t1 = s1112[:, :, None, :] * q.Qs[a][..., None]
-    t2 = s2122[:, :, None, :] * q.Qn[a]
-    drive = t1 + t2                                               # (P, R, m_k, n)
-    sd, amb_d = _sign(drive, np.abs(t1) + np.abs(t2))
-    pred = hb * sg[:, :, None, :] * sd
-    size4 = (lp * np.abs(gap))[:, :, None, :] * np.abs(drive) * hb
-    code4 = np.where((code_ex == 0) & (size4 < TINY), UNDERFLOW, code_ex).astype(np.int8)
-    obs = q.Kn[b] - q.Kn[a]
-    code, rel = _classify(obs, pred, hb, q.Kn[a], q.Kn[b], tol, code4,
-                          amb_g[:, :, None, :] | amb_d)
-    results[4] = _summarize(4, code, rel, steps_before)
-
-    # laws 5, 6: signal votes over samples (exact also for shared supports / underflow)
-    w = np.abs(q.lprime[a]) * gap                                 # (P, R, n)
-    terms5 = (np.abs(q.lprime[a]) * s1112)[:, :, None, :] * np.abs(gap)[:, :, None, :] * np.abs(kd)
-    vote5 = ((w * s1112)[:, :, None, :] * kd).sum(-1)            # (P, R, m_k)
-    v5, amb5 = _sign(vote5, terms5.sum(-1))                       # terms5: (P, R, m_k, n)
-    ex56 = np.zeros((P, R, m_k), np.int8)
+    # laws 5, 6: dQs_s = eta ||mu|| sign(sum_i |l'_i| Dq_i0,s), dKs_s likewise with Dk
+    ex56 = np.zeros((A, R, m_k), np.int8)
     ex56[:, run_dirty] = DIRTY
-    ex5 = np.where((ex56 == 0) & ((terms5 / n).max(-1, initial=0.0) * mu < TINY),
-                   UNDERFLOW, ex56).astype(np.int8)
-    obs = q.Qs[b] - q.Qs[a]
-    code, rel = _classify(obs, eta * mu * v5, eta * mu, q.Qs[a], q.Qs[b], tol, ex5, amb5)
-    results[5] = _summarize(5, code, rel, steps_before)
-
-    vote6 = (w[:, :, None, :] * drive).sum(-1)                    # (P, R, m_k)
-    terms6 = np.abs(w)[:, :, None, :] * (np.abs(t1) + np.abs(t2))    # (P, R, m_k, n)
-    v6, amb6 = _sign(vote6, terms6.sum(-1))
-    ex6 = np.where((ex56 == 0) & ((terms6 / n).max(-1, initial=0.0) * mu < TINY),
-                   UNDERFLOW, ex56).astype(np.int8)
-    obs = q.Ks[b] - q.Ks[a]
-    code, rel = _classify(obs, -eta * mu * v6, eta * mu, q.Ks[a], q.Ks[b], tol, ex6, amb6)
-    results[6] = _summarize(6, code, rel, steps_before)
-    return LawReport(results, step_pairs=int(P), gaps=gaps, tol=tol)
+    for law, D, scale, x in ((5, Dq, scale_q, q.Qs), (6, Dk, scale_k, q.Ks)):
+        vote = (lp[..., None] * D[:, :, :, 0]).sum(2)             # (A, R, m_k)
+        terms = lp[..., None] * scale[:, :, :, 0]                 # (A, R, n, m_k)
+        v, amb = _sign(vote, terms.sum(2))
+        ex = np.where((ex56 == 0) & ((terms / n).max(2) * mu < TINY), UNDERFLOW, ex56).astype(np.int8)
+        code, rel = _classify(x[b] - x[a], eta * mu * v, eta * mu, x[a], x[b], tol, ex, amb)
+        results[law] = _summarize(law, code, rel, steps_before)
+    return LawReport(results, step_pairs=int(A), gaps=gaps, tol=tol)
 
 
 def signal_votes(q: Quantities) -> tuple[np.ndarray, np.ndarray]:

@@ -2,8 +2,10 @@
 recorded history, for one run or a batch of runs.
 
 Dimension names are those of :mod:`simulator.config`: ``T`` recorded steps, ``R`` runs,
-``n`` samples, ``m_k`` query/key neurons. Everything here is a pure function of the
-recorded arrays and the config; nothing reaches into the simulator's internals.
+``n`` samples, ``m_k`` query/key neurons, ``L`` patches and ``noise`` the noise patches
+``n (L - 1)`` (patch-major; with two patches the samples). Everything here is a pure
+function of the recorded arrays and the config; nothing reaches into the simulator's
+internals.
 """
 
 from __future__ import annotations
@@ -25,25 +27,28 @@ class Quantities:
         Training step of each record (state before the update of that step).
     Vs : (T, R)
         Mean value signal ``<vbar, mu>``.
-    Vn : (T, R, n)
-        Mean value noise ``<vbar, y_i xi_i>``.
+    Vn : (T, R, noise)
+        Mean value noise ``<vbar, y_i xi_ij>``.
     Qs, Ks : (T, R, m_k)
         Query / key signal ``<w_{Q,s}, mu>``, ``<w_{K,s}, mu>``.
-    Qn, Kn : (T, R, m_k, n)
-        Query / key noise ``<w_{Q,s}, y_i xi_i>``, ``<w_{K,s}, y_i xi_i>``.
+    Qn, Kn : (T, R, m_k, noise)
+        Query / key noise ``<w_{Q,s}, y_i xi_ij>``, ``<w_{K,s}, y_i xi_ij>``.
     s11, s12, s21, s22 : (T, R, n)
-        Softmax outputs ``s_{i,lk}`` (patch 1 = signal, patch 2 = noise).
+        Softmax outputs ``s_{i,lk}`` of the signal patch (1) and the first noise patch
+        (2): with two patches, the whole softmax.
     lprime : (T, R, n)
         Loss derivatives ``l'_i = -1 / (1 + exp(y_i f(X_i)))``.
-    xi_l1 : (R, n)
-        ``||xi_i||_1``.
+    xi_l1 : (R, noise)
+        ``||xi_ij||_1``.
     clean : (R, n) bool
         Sample satisfies the laws' data assumptions: observed label equals the
         signal's label and the signal sits in patch 1.
-    shared : (R, n) int
-        Noise coordinates sample ``i`` shares with another training sample.
+    shared : (R, noise) int
+        Coordinates noise patch ``(i, j)`` shares with another noise patch.
     eta, mu_norm : float
         Learning rate and ``||mu||``.
+    S : (T, R, n, L, L)
+        The whole softmax ``s_{i,lk}`` (patch 0 = signal, then the noise patches).
     """
 
     step: np.ndarray
@@ -63,10 +68,44 @@ class Quantities:
     shared: np.ndarray
     eta: float
     mu_norm: float
+    S: np.ndarray | None = None
 
     @property
     def R(self) -> int:
         return self.Vs.shape[1]
+
+    @property
+    def n(self) -> int:
+        """Training samples."""
+        return self.lprime.shape[-1]
+
+    @property
+    def n_patches(self) -> int:
+        """``L``: the signal patch and ``L - 1`` noise patches."""
+        return self.Vn.shape[-1] // self.n + 1
+
+    def per_sample(self, a: np.ndarray) -> np.ndarray:
+        """A noise array ``(..., noise)`` as ``(..., n, L - 1)``: sample, then its patches."""
+        return np.swapaxes(a.reshape(a.shape[:-1] + (self.n_patches - 1, self.n)), -1, -2)
+
+    def patch_stack(self, k=slice(None)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The projections of every patch of every sample at records ``k``, signal first:
+        ``Q, K`` (T, R, n, L, m_k) (``Qs_s`` then ``Qn_sij``, ...) and ``u`` (T, R, n, L)
+        (``Vs`` then ``Vn_ij``), the arrays the scores and the laws are written in."""
+        Qs, Ks, Vs = self.Qs[k], self.Ks[k], self.Vs[k]
+        n = self.n
+
+        def stack(signal, noise):                   # signal (T, R, m_k), noise (T, R, m_k, nP)
+            noise = self.per_sample(noise)          # (T, R, m_k, n, P)
+            out = np.empty(noise.shape[:2] + (n, noise.shape[-1] + 1, noise.shape[2]))
+            out[:, :, :, 0] = signal[:, :, None, :]
+            out[:, :, :, 1:] = np.moveaxis(noise, 2, -1)
+            return out
+
+        u = np.empty(Vs.shape + (n, self.n_patches))
+        u[..., 0] = Vs[..., None]
+        u[..., 1:] = self.per_sample(self.Vn[k])
+        return stack(Qs, self.Qn[k]), stack(Ks, self.Kn[k]), u
 
     @property
     def value_gap(self) -> np.ndarray:
@@ -92,17 +131,14 @@ class Quantities:
         return a + b
 
     def scores(self, k: int | slice = slice(None)) -> np.ndarray:
-        """Attention scores ``z_{i,lk}`` (T, R, n, 2, 2) from section 9 (disjoint supports):
-        ``z_11 = sum_s Qs Ks``, ``z_12 = sum_s Qs Kn_si``, ``z_21 = sum_s Qn_si Ks``,
-        ``z_22 = sum_s Qn_si Kn_si``. ``k`` selects records (an int keeps a length-1 T axis)."""
+        """Unscaled attention scores ``<q_l, k_k>`` (T, R, n, L, L) from section 9
+        (disjoint supports): ``z_11 = sum_s Qs Ks``, ``z_12 = sum_s Qs Kn_si``,
+        ``z_21 = sum_s Qn_si Ks``, ``z_22 = sum_s Qn_si Kn_si`` (and so on for more
+        patches). ``k`` selects records (an int keeps a length-1 T axis)."""
         sel = slice(k, k + 1) if isinstance(k, (int, np.integer)) and k != -1 else \
             (slice(-1, None) if k == -1 else k)
-        Qs, Ks, Qn, Kn = self.Qs[sel], self.Ks[sel], self.Qn[sel], self.Kn[sel]
-        z11 = np.broadcast_to((Qs * Ks).sum(-1)[..., None], Qn.shape[:2] + Qn.shape[-1:])
-        z12 = np.einsum("trs,trsi->tri", Qs, Kn)
-        z21 = np.einsum("trsi,trs->tri", Qn, Ks)
-        z22 = np.einsum("trsi,trsi->tri", Qn, Kn)
-        return np.stack([np.stack([z11, z12], -1), np.stack([z21, z22], -1)], -2)
+        Q, K, _ = self.patch_stack(sel)
+        return np.matmul(Q, np.swapaxes(K, -1, -2))
 
 
 def recorded(history: History, name: str, default) -> np.ndarray:
@@ -112,12 +148,12 @@ def recorded(history: History, name: str, default) -> np.ndarray:
 
 def quantities(history: History) -> Quantities:
     """The section-4 quantities of every run recorded in ``history``."""
-    S = history["softmax"]                                      # (T, R, n, 2, 2)
+    S = history["softmax"]                                      # (T, R, n, L, L)
     y = history["y"]                                             # (R, n)
     # per-run arrays an engine may not record fall back to the theory's assumptions
     y_clean = recorded(history, "y_clean", y)
     position = recorded(history, "signal_position", np.zeros(y.shape, dtype=np.int64))
-    shared = recorded(history, "shared_coordinates", np.zeros(y.shape, dtype=np.int64))
+    shared = recorded(history, "shared_coordinates", np.zeros(history["xi_l1"].shape, dtype=np.int64))
     clean = (y == y_clean) & (position == 0)
     cfg = history.config
     return Quantities(
@@ -125,4 +161,4 @@ def quantities(history: History) -> Quantities:
         Qs=history["Qs"], Ks=history["Ks"], Qn=history["Qn"], Kn=history["Kn"],
         s11=S[..., 0, 0], s12=S[..., 0, 1], s21=S[..., 1, 0], s22=S[..., 1, 1],
         lprime=history["lprime"], xi_l1=history["xi_l1"], clean=clean,
-        shared=shared, eta=float(cfg.eta), mu_norm=float(cfg.mu_norm))
+        shared=shared, eta=float(cfg.eta), mu_norm=float(cfg.mu_norm), S=S)

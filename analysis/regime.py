@@ -89,7 +89,8 @@ def conditions(history: History, q: Quantities, r: int = 0, stages=None) -> list
         Condition("clean labels, signal in patch 1", float(q.clean[r].mean()), "=", 1.0,
                   "laws 1-6 assume y_i = y_clean_i and the signal in patch 1"),
     ]
-    expected_shared = (expected_shared_coordinates(n, s, d) if cfg.noise == "sparse"
+    supports = n * (getattr(cfg, "n_patches", 2) - 1)             # noise patches
+    expected_shared = (expected_shared_coordinates(supports, s, d) if cfg.noise == "sparse"
                        else math.inf)             # about n (n-1) s^2 / (2d)
     out.append(Condition("expected shared coordinates ~ n(n-1) s^2 / (2d)", expected_shared,
                          "<", 1.0, "disjoint supports: samples sharing coordinates break laws 2-4"))

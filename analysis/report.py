@@ -19,7 +19,7 @@ from simulator import History
 from simulator.io import atomic_write_with
 from simulator.optimizers import is_sign_like
 
-from .claims import VERDICTS, aggregate, grid_text, results
+from .claims import VERDICTS, aggregate, analysed, grid_text, results
 from .fits import GROWTH_RULE
 from .laws import LAWS
 from .regime import in_regime
@@ -29,6 +29,7 @@ from .summary import analyze, summarize_run
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 STAGES_PNG = "stages.png"
+PATCHES_PNG = "patches.png"
 LOSS_PNG = "loss.png"
 
 
@@ -60,21 +61,25 @@ def build_report(history: History) -> dict:
             "regime": [c.to_dict() for c in a.regime[r]],
             "rows": [res.to_dict() for res in results(a, r)],
             "summary": summarize_run(a, r),
-            "stage_intervals": stage_intervals(a.stages, last, r),
+            "stage_intervals": stage_intervals(a.stages, last, r) if analysed(a.stages) else [],
             "first_mismatch": {f"law{law}": a.laws[law].first_mismatch[r] for law in LAWS},
             "excluded": {f"law{law}": {k: int(v[r]) for k, v in a.laws[law].excluded.items()}
                          for law in LAWS},
-            # (neuron s, sample i) of pairs reported apart in Stage II
-            "at_risk_pairs": np.argwhere(a.stages.at_risk[r]).tolist(),
-            "oscillating_pairs": np.argwhere(a.stages.oscillating[r]).tolist(),
-            "predicted_stuck_pairs": np.argwhere(a.pred.oscillates[r]).tolist(),
-            "undecided_pairs": np.argwhere(a.pred.near_zero[r] & ~a.pred.decided[r]).tolist(),
+            **(_pairs(a, r) if analysed(a.stages) else {}),
         })
     report = {"config": history.config.to_dict(), "records": grid_text(a.q.step),
               "law_step_pairs": a.laws.step_pairs, "law_gaps": a.laws.gaps,
               "law_tolerance": a.laws.tol, "growth_rule": GROWTH_RULE, "runs": runs,
-              "aggregate": aggregate(runs), "figures": [STAGES_PNG, LOSS_PNG]}
+              "aggregate": aggregate(runs), "figures": figure_names(history)}
     return _json_safe(report)
+
+
+def _pairs(a, r: int) -> dict:
+    """(neuron s, sample i) of the pairs reported apart in Stage II."""
+    return {"at_risk_pairs": np.argwhere(a.stages.at_risk[r]).tolist(),
+            "oscillating_pairs": np.argwhere(a.stages.oscillating[r]).tolist(),
+            "predicted_stuck_pairs": np.argwhere(a.pred.oscillates[r]).tolist(),
+            "undecided_pairs": np.argwhere(a.pred.near_zero[r] & ~a.pred.decided[r]).tolist()}
 
 
 SCOPES = {"dynamics": "outside the theory's regime",
@@ -88,6 +93,11 @@ def _notes(report: dict, run: int = 0) -> list[str]:
     rr = report["runs"][run]
     notes = [f"laws: a change matches within {report['law_tolerance']:g} of one step; "
              "items breaking the laws' assumptions are counted apart; h_i = eta ||xi_i||_1"]
+    if cfg.get("n_patches", 2) > 2:
+        notes.append(f"{cfg['n_patches']} patches: laws 2-4 hold per noise patch (i, j), with "
+                     "h_ij = eta ||xi_ij||_1, and laws 3-6 take their L-patch form: the sign of "
+                     "sum_k A_lk K_k and sum_l A_lk Q_l, A_lk = s_lk sum_k' s_lk' (u_k - u_k') "
+                     "(analysis.laws.drives); the two-patch titles above are their L = 2 case")
     if report["records"] != "every step":
         notes.append(f"records are {report['records']}: a predicted step is compared with the "
                      "first record at or after it; claims needing every step are not applicable")
@@ -196,19 +206,26 @@ def write_report(run_dir: str | os.PathLike, history: History | None = None) -> 
     files.update(figure_files(history))
     add_files(run_dir, history, files)
     table = format_table(report)
-    return table + f"\nwrote {run_dir / REPORT_MD}, {REPORT_JSON}, {STAGES_PNG}, {LOSS_PNG}"
+    return table + f"\nwrote {run_dir / REPORT_MD}, {REPORT_JSON}, " + ", ".join(figure_names(history))
+
+
+def figure_names(history: History) -> list[str]:
+    """The report's figures: ``stages.png`` (``patches.png`` for inputs of more than two
+    patches, which have no stage analysis) and ``loss.png``."""
+    return [STAGES_PNG if history.config.n_patches == 2 else PATCHES_PNG, LOSS_PNG]
 
 
 def figure_files(history: History, **stages_options) -> dict[str, bytes]:
-    """The bytes of ``stages.png`` and ``loss.png`` of ``history``."""
+    """The bytes of the report's figures (:func:`figure_names`) of ``history``."""
     import tempfile
 
-    from .figures import save_loss_figure, save_stages_figure
+    from .figures import save_loss_figure, save_patches_figure, save_stages_figure
 
+    first = ((STAGES_PNG, lambda h, p: save_stages_figure(h, p, **stages_options))
+             if history.config.n_patches == 2 else (PATCHES_PNG, save_patches_figure))
     files = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, save in ((STAGES_PNG, lambda h, p: save_stages_figure(h, p, **stages_options)),
-                           (LOSS_PNG, save_loss_figure)):
+        for name, save in (first, (LOSS_PNG, save_loss_figure)):
             save(history, Path(tmp) / name)
             if (Path(tmp) / name).is_file():
                 files[name] = (Path(tmp) / name).read_bytes()

@@ -15,7 +15,7 @@ import numpy as np
 
 from simulator import History
 
-from .claims import COLUMNS, summary_row
+from .claims import COLUMNS, NotAnalysed, patches_reason, summary_row
 from .fits import GrowthFit, loss_rate, predict_test_error, s21_decay
 from .laws import LawReport, check_laws
 from .predictions import Predictions, predict
@@ -48,6 +48,13 @@ def analyze(history: History, *, tol: float = 1e-9) -> Analysis:
     if history["step"].size < 1:
         raise ValueError("history has no recorded steps")
     q = quantities(history)
+    if (why := patches_reason(history.config)):
+        # more than two patches: the laws per noise patch, the loss rate and the regime;
+        # the stage analysis is for one noise patch (its parts say so when used)
+        missing = NotAnalysed(why)
+        return Analysis(history=history, q=q, laws=check_laws(q, tol=tol), stages=missing,
+                        pred=missing, decay=missing, rate=loss_rate(history, q),
+                        test=missing, regime=[conditions(history, q, r) for r in range(q.R)])
     st = detect_stages(q)
     return Analysis(history=history, q=q, laws=check_laws(q, tol=tol), stages=st,
                     pred=predict(q), decay=s21_decay(q, st.T2), rate=loss_rate(history, q),

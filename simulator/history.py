@@ -23,7 +23,6 @@ from typing import NamedTuple
 import numpy as np
 
 from .config import SimulationConfig
-from .io import atomic_write_with
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.npz"

@@ -64,13 +64,11 @@ Runs are independent; the engine advances them in chunks of at most
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from scipy.special import expit
 
 from .config import ConfigError, SimulationConfig
 from .data import DATA_STREAM, TEST_STREAM, draw_training_set

@@ -92,7 +92,9 @@ def _summary(history, seconds: float) -> str:
         f"  final train loss   {tl.mean():.3e}" + (f"  (runs: {tl.min():.3e} .. {tl.max():.3e})" if tl.size > 1 else ""),
         f"  final test loss    {te.mean():.4f}   (log 2 = 0.6931)",
         f"  final test error   {err.mean():.3f}",
-        f"  samples sharing noise coordinates: {int((shared > 0).sum())} of {shared.size}",
+        (f"  samples sharing noise coordinates: {int((shared > 0).sum())} of {shared.size}"
+         if history.config.n_patches == 2 else
+         f"  noise patches sharing coordinates: {int((shared > 0).sum())} of {shared.size}"),
         f"  samples whose l' underflowed to 0: {int(under.sum())} of {under.size}",
     ]
     return "\n".join(lines)
