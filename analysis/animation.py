@@ -74,6 +74,7 @@ class StageAnimation:
         from matplotlib.ticker import FuncFormatter
 
         self.data = data = figure_data(history)
+        data.two_patches("animation")
         q, st = data.q, data.stages
         self.step = step = data.step
         self.times = {k: float(getattr(st, k)[0]) for k in STAGE_TIMES}

@@ -119,8 +119,9 @@ class FigureData:
     def two_patches(self, figure: str) -> None:
         """Refuse, in one line, a stage figure of a history of more than two patches."""
         if not analysed(self.stages):
-            raise ValueError(f"the {figure} figure shows the stages of two-patch inputs; "
-                             f"{self.stages.reason}: draw patches_figure instead")
+            raise ValueError(f"the {figure} shows the stages of two-patch inputs, and "
+                             f"{self.stages.reason}; patches_figure (python -m analysis plot) "
+                             f"draws these runs")
 
 
 def figure_data(history: History | FigureData, run: int | None = None) -> FigureData:
@@ -590,7 +591,7 @@ def stages_figure(history: History | FigureData, *, neuron: int = 0,
     ``Figure`` or ``SubFigure`` to draw into (default: a new 12 x 8.4 in figure).
     """
     data = figure_data(history, run)
-    data.two_patches("stages")
+    data.two_patches("stages figure")
     m_k = data.history.config.m_k
     if not 0 <= neuron < m_k:
         raise ValueError(f"neuron must be between 0 and {m_k - 1}, got {neuron}")
@@ -631,7 +632,7 @@ def slide_figure(history: History | FigureData, *, run: int | None = None, fig=N
     """One panel per stage, on a shared time axis with the stages shaded and named,
     each panel's own stage highlighted (16:9, 12.8 x 7.2 in). Returns the figure."""
     data = figure_data(history, run)
-    data.two_patches("slide")
+    data.two_patches("slide figure")
     with style():
         fig = new_figure((12.8, 7.2)) if fig is None else fig
         lines = 2 + data.batch                                      # suptitle lines
@@ -658,7 +659,7 @@ def pairs_figure(history: History | FigureData, *, run: int = 0, fig=None):
     then query noise flip, over that neuron's query signal.
     """
     data = figure_data(history, run)
-    data.two_patches("pairs")
+    data.two_patches("pairs figure")
     q, st, step = data.q, data.stages, data.step
     with style():
         fig = new_figure((12, 4.8)) if fig is None else fig

@@ -99,6 +99,7 @@ class LiveStages:
         self.history = run(live_config(**values))
         t1 = time.perf_counter()
         self.data = data = figure_data(self.history)
+        data.two_patches("live view")
         times = {k: float(v[0]) for k, v in data.times().items()}
         t2 = time.perf_counter()
         with matplotlib.rc_context(STYLE):

@@ -157,3 +157,42 @@ def test_generate_dataset_leaves_rng_argument_usable():
     a = generate_dataset(config(), rng, 3)
     b = generate_dataset(config(), rng, 3)
     assert not np.array_equal(a.values, b.values)
+
+
+def test_more_patches_put_each_noise_patch_at_its_own_position():
+    """n_patches = 4 with a random signal position: the signal is uniform among the 4
+    positions, the 3 noise patches fill the others in order, each with its own support
+    (row j n + i of the dataset), and every patch of X holds what the dataset says."""
+    from simulator.data import draw_training_set
+    from simulator.problem import build_problem
+
+    cfg = SimulationConfig(d=5000, n=400, s=3, n_test=10, n_patches=4, signal_position="random",
+                           feature_noise=0.0, seed=2)
+    ds = draw_training_set(cfg, cfg.seed)
+    n = cfg.n
+    assert ds.support.shape == (3 * n, cfg.s) and ds.n_patches == 4
+    counts = np.bincount(ds.signal_position, minlength=4)
+    assert counts.min() > 70, counts                         # about 100 each
+    pos = ds.noise_positions                                 # (n, 3)
+    assert (np.sort(np.c_[ds.signal_position, pos], axis=1) == np.arange(4)).all()
+    problem = build_problem(cfg.replace(n=20))
+    small = problem.train[0]
+    X, basis = problem.X[0], problem.coords[0]
+    for i in range(20):
+        np.testing.assert_array_equal(X[i, small.signal_position[i]],
+                                      np.where(basis == 0, small.y_clean[i] * cfg.mu_norm, 0.0))
+        for j in range(3):
+            row = j * 20 + i
+            patch = X[i, small.noise_positions[i, j]]
+            np.testing.assert_array_equal(basis[patch != 0], small.support[row])
+            np.testing.assert_array_equal(patch[patch != 0], small.values[row])
+
+
+def test_with_two_patches_the_noise_patch_is_the_other_position():
+    """n_patches = 2: one noise row per sample, at position 1 - signal_position."""
+    from simulator.data import draw_training_set
+
+    two = draw_training_set(SimulationConfig(n=60, d=2000, signal_position="random"), 0)
+    assert two.support.shape == (60, 20) and two.n_patches == 2
+    assert 0 < two.signal_position.sum() < 60
+    np.testing.assert_array_equal(two.noise_positions[:, 0], 1 - two.signal_position)

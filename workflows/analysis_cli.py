@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="print the prediction table; write report.md, "
                          "report.json and the figures into RUN_DIR")
     rep.add_argument("run_dir", metavar="RUN_DIR")
-    plot = sub.add_parser("plot", help="write stages.png and loss.png into RUN_DIR")
+    plot = sub.add_parser("plot", help="write stages.png (patches.png for more than two "
+                          "patches) and loss.png into RUN_DIR")
     plot.add_argument("run_dir", metavar="RUN_DIR")
     plot.add_argument("--neuron", type=int, default=0, help="neuron shown in panels (a), (d)")
     plot.add_argument("--color-step", type=float, default=None, metavar="STEP",
@@ -122,11 +123,12 @@ def main(argv: list[str] | None = None) -> int:
             frames = animate(history, out, frames=args.frames, fps=args.fps, run=args.run)
             print(f"wrote {out} ({frames} frames)")
             return 0
-        from analysis.report import add_files, figure_files
+        from analysis.report import add_files, figure_files, figure_names
         history = _load(args.run_dir)
-        add_files(args.run_dir, history, figure_files(history, neuron=args.neuron,
-                                                      color_step=args.color_step))
-        print(f"wrote {Path(args.run_dir) / 'stages.png'}, loss.png")
+        options = dict(neuron=args.neuron, color_step=args.color_step) if history.config.n_patches == 2 else {}
+        add_files(args.run_dir, history, figure_files(history, **options))
+        first, *rest = figure_names(history)
+        print(f"wrote {Path(args.run_dir) / first}, {', '.join(rest)}")
         return 0
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
