@@ -3,7 +3,8 @@
 
 With disjoint noise supports the training dynamics close on the state
 ``(Vs, Vn_i, Qs_s, Ks_s, Qn_si, Kn_si)`` of size ``O(m_k n)``, whatever ``d`` and
-``s`` are. The math is in :mod:`simulator.reduced_dynamics` (the model on the
+``s`` are; with ``n_patches = L > 2`` the noise quantities are per noise patch
+(``n (L - 1)`` noise rows, patch-major as :mod:`simulator.data`). The math is in :mod:`simulator.reduced_dynamics` (the model on the
 state, its gradient scalars, the exact lift of every optimizer of
 :mod:`simulator.optimizers`, the fused SignGD kernel); this module owns the batch
 and the engine that :func:`simulator.training.run_loop` drives. Its history has the
@@ -270,11 +271,12 @@ def build_reduced_batch(config: SimulationConfig, seeds: np.ndarray) -> ReducedB
 
 def expected_test_overlap(config: SimulationConfig) -> tuple[float, float]:
     """Expected fraction of test noise coordinates that are trained, ``n s / (d - 1)``,
-    and expected fraction of test inputs touching at least one of them,
-    ``1 - prod_{j < s} (1 - n s / (d - 1 - j))`` (disjoint training supports)."""
+    and expected fraction of test noise patches touching at least one of them,
+    ``1 - prod_{j < s} (1 - n s / (d - 1 - j))`` (disjoint training supports; with
+    ``L`` patches ``n`` counts the ``n (L - 1)`` noise patches)."""
     if config.noise != "sparse" or config.sigma_p == 0.0:
         return 0.0, 0.0
-    trained, pool = config.n * config.s, config.d - 1
+    trained, pool = config.n * (config.n_patches - 1) * config.s, config.d - 1
     j = np.arange(config.s)
     ratio = np.minimum(trained / (pool - j), 1.0)
     with np.errstate(divide="ignore"):

@@ -160,3 +160,35 @@ def test_run_and_sweep_names_do_not_change_when_a_field_is_added_at_its_default(
             assert (default_run_dir(same), point_key(same, None)) == (default_run_dir(cfg), key), f.name
     assert default_run_dir(cfg.replace(eta=2e-4)) != default_run_dir(cfg)
     assert point_key(cfg.replace(seed=5), None) != key
+
+
+@pytest.mark.parametrize("engine", ["full", "reduced"])
+def test_every_variant_option_runs_from_the_cli_in_both_engines(tmp_path, monkeypatch, capsys, engine):
+    """The variant options of the model and the training, together, from the command
+    line: the run trains, its config holds them, the report is written (patches.png
+    for more than two patches) and says why the stage claims do not apply."""
+    monkeypatch.chdir(tmp_path)
+    args = ["run", *SMALL, "--d", "100000", "--engine", engine, "--score-scale", "0.3",
+            "--pooling", "mean", "--feature-noise", "0.2", "--batch-size", "2",
+            "--n-patches", "3", "--signal-position", "random", "--out", "out"]
+    if engine == "reduced":
+        args += ["--reduced-init", "distribution"]
+    assert main(args) == 0, capsys.readouterr().err
+    cfg = SimulationConfig.from_json((tmp_path / "out" / "config.json").read_text())
+    assert (cfg.score_scale, cfg.pooling, cfg.feature_noise, cfg.batch_size, cfg.n_patches,
+            cfg.signal_position) == (0.3, "mean", 0.2, 2, 3, "random")
+    assert (tmp_path / "out" / "patches.png").is_file() and not (tmp_path / "out" / "stages.png").exists()
+    out = capsys.readouterr().out
+    assert "not applicable" in out and "agrees" in out
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--n-patches", "1"], "n_patches must be an integer between 2 and 64, got 1"),
+    (["--n-patches", "3", "--engine", "reduced", "--d", "20", "--n", "3", "--s", "4"],
+     "impossible with n * (n_patches - 1) * s = 24 > d - 1 = 19"),
+    (["--n-patches", "3", "--data", "digits"], "n_patches=3 is not available with data='digits'"),
+])
+def test_variant_refusals_are_one_line(tmp_path, monkeypatch, capsys, args, match):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *args]) == 2
+    assert_one_line_usage_error(capsys.readouterr().err, match)
