@@ -238,6 +238,10 @@ SCALE_FREE = ("law1", "law2", "law3", "law4", "law5", "law6", "T1", "T2", "align
 #: Outcome claims, stated for any run (no closed form of the setting behind them).
 OUTCOMES = ("train_loss", "test_loss")
 
+#: The laws: :func:`analysis.laws.check_laws` derives them for the configured score
+#: scale, pooling, feature noise, mini-batches and number of patches.
+LAW_KEYS = tuple(f"law{k}" for k in LAWS)
+
 
 class NotAnalysedError(LookupError):
     """A part of the analysis was used that does not apply to the run's variant."""
@@ -288,6 +292,8 @@ def variant_reason(claim: Claim, cfg) -> str:
         return ""
     if getattr(cfg, "data", "synthetic") != "synthetic":
         return f"a closed form for the synthetic data; data = {cfg.data!r}"
+    if claim.key in LAW_KEYS:        # derived for every variant (analysis.laws.check_laws)
+        return ""
     if getattr(cfg, "feature_noise", 0.0):
         return (f"feature noise alpha = {cfg.feature_noise:g} puts a signal term in the noise "
                 "patch; the closed forms assume a pure noise patch")

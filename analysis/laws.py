@@ -13,7 +13,11 @@ compared with the law's prediction from the state at ``t``::
 With ``L > 2`` patches every noise patch ``(i, j)`` has its own laws 2-4 (``xi_ij``,
 ``Vn_ij``, ``Qn_sij``, ``Kn_sij``) and laws 3-6 take their ``L``-patch form
 (:func:`drives`), of which the lines above are the case ``L = 2``; one check serves
-every ``L``.
+every ``L``. It follows the other variants too: a score scale and pooling only scale
+the gradients; feature noise ``alpha`` (noise patches ``xi_ij - alpha y mu``) puts the noise
+patches' projections ``Vn - alpha Vs``, ... inside the signs and subtracts ``alpha`` times
+the noise patches' votes in laws 1, 5 and 6 (coordinate 0 sits in every patch); with
+mini-batches the votes run over the step's batch and the other samples do not move.
 
 A change matches when ``|observed - predicted| <= tol * step + 32 eps (|x_t| + |x_{t+1}|)``
 with ``step`` the law's step size (``eta ||mu||`` or ``eta ||xi_i||_1``): ``tol`` is
@@ -194,11 +198,17 @@ def check_laws(q: Quantities, *, tol: float = 1e-9) -> LawReport:
     a, b = k, k + 1
     gaps = int(np.count_nonzero(np.diff(q.step) != 1))
     A, R, n, L, m_k = k.size, q.R, q.n, q.n_patches, q.Qs.shape[-1]
-    eta, mu = q.eta, q.mu_norm
+    eta, mu, alpha = q.eta, q.mu_norm, q.alpha
     S = q.S[a]                                                    # (A, R, n, L, L)
     Q, K, u = q.patch_stack(a)                                    # (A, R, n, L, m_k), (A, R, n, L)
+    if alpha:       # the noise patches' projections: y_i W (xi_ij - alpha y_i mu) = Qn - alpha Qs, ...
+        Q[..., 1:, :] -= alpha * Q[..., :1, :]
+        K[..., 1:, :] -= alpha * K[..., :1, :]
+        u[..., 1:] -= alpha * u[..., :1]
     Dq, Dk, scale_q, scale_k = drives(S, Q, K, u)
-    lp = np.abs(q.lprime[a])                                      # (A, R, n)
+    batch = np.ones((A, R, n), bool) if q.batch is None else q.batch[a]   # the step's samples
+    lp = np.abs(q.lprime[a]) * batch                              # (A, R, n) 0 off the batch
+    on = np.tile(batch, (1, 1, L - 1))                            # (A, R, noise) patch in the batch
 
     def noise_rows(x):                                            # (A, R, n, P, ...) -> noise axis last
         x = np.moveaxis(x, 3, -1) if x.ndim == 5 else x           # (A, R, n, m_k, P)
@@ -208,7 +218,7 @@ def check_laws(q: Quantities, *, tol: float = 1e-9) -> LawReport:
         return x.reshape(x.shape[:-2] + (x.shape[-2] * x.shape[-1],))   # patch-major j n + i
 
     sample_code = np.zeros((A, R, n), np.int8)
-    sample_code[(q.lprime[a] == 0) | (S == 0).any((-1, -2))] = UNDERFLOW
+    sample_code[((q.lprime[a] == 0) | (S == 0).any((-1, -2))) & batch] = UNDERFLOW
     sample_code[:, ~q.clean] = DIRTY
     code_noise = np.tile(sample_code, (1, 1, L - 1))              # (A, R, noise)
     code_noise[:, q.shared > 0] = SHARED
@@ -216,37 +226,52 @@ def check_laws(q: Quantities, *, tol: float = 1e-9) -> LawReport:
     steps_before = q.step[a]
     results: dict[int, LawResult] = {}
 
-    # law 1: dVs = 2 eta ||mu||
+    def signal_vote(x, scale):
+        """``sum_i w_i (x_0 - alpha sum_j x_j)`` over the samples (coordinate 0 is in the
+        signal patch and, times ``-alpha``, in every noise patch) and its scale."""
+        own, noise = x[:, :, :, 0], x[:, :, :, 1:].sum(3)
+        terms = lp[..., None] * (scale[:, :, :, 0] + alpha * scale[:, :, :, 1:].sum(3)) \
+            if x.ndim == 5 else lp * (scale[..., 0] + alpha * scale[..., 1:].sum(-1))
+        w = lp[..., None] if x.ndim == 5 else lp
+        return (w * (own - alpha * noise)).sum(2), terms
+
+    # law 1: dVs = 2 eta ||mu|| sign(sum_i |l'_i| (sum_l s_l0 - alpha sum_j sum_l s_lj)),
+    # which is +1 without feature noise
+    col = S.sum(-2)                                               # (A, R, n, L) sum_l s_i,lk
+    vote1, terms1 = signal_vote(col, col)
+    v1, amb1 = _sign(vote1, terms1.sum(2))
     ex1 = np.zeros((A, R), np.int8)
-    ex1[(lp / n * S[..., 0].sum(-1) * mu).max(-1) < TINY] = UNDERFLOW
+    ex1[(terms1 / n * mu).max(-1) < TINY] = UNDERFLOW
     ex1[:, run_dirty] = DIRTY
-    code, rel = _classify(q.Vs[b] - q.Vs[a], 2 * eta * mu, eta * mu, q.Vs[a], q.Vs[b], tol, ex1, False)
+    code, rel = _classify(q.Vs[b] - q.Vs[a], 2 * eta * mu * v1, eta * mu, q.Vs[a], q.Vs[b], tol,
+                          ex1, amb1)
     results[1] = _summarize(1, code, rel, steps_before)
 
-    # law 2: dVn_ij = 2 eta ||xi_ij||_1
+    # law 2: dVn_ij = 2 eta ||xi_ij||_1 (0 off the step's batch)
     hn = q.noise_step[None]                                       # (1, R, noise)
     weight = noise_rows((lp / n)[..., None] * S[..., 1:].sum(-2))  # (A, R, noise)
-    code2 = np.where((code_noise == 0) & (weight * hn < TINY), UNDERFLOW, code_noise).astype(np.int8)
-    code, rel = _classify(q.Vn[b] - q.Vn[a], 2 * hn, hn, q.Vn[a], q.Vn[b], tol, code2, False)
+    code2 = np.where((code_noise == 0) & on & (weight * hn < TINY), UNDERFLOW, code_noise).astype(np.int8)
+    code, rel = _classify(q.Vn[b] - q.Vn[a], 2 * hn * on, hn, q.Vn[a], q.Vn[b], tol, code2, False)
     results[2] = _summarize(2, code, rel, steps_before)
 
-    # laws 3, 4: dQn_sij = h_ij sign(Dq_ij,s), dKn_sij = h_ij sign(Dk_ij,s)
+    # laws 3, 4: dQn_sij = h_ij sign(Dq_ij,s), dKn_sij = h_ij sign(Dk_ij,s) (0 off the batch)
     hb = hn[:, :, None, :]                                        # (1, R, 1, noise)
+    onb = on[:, :, None, :]
     code_ex = np.broadcast_to(code_noise[:, :, None, :], (A, R, m_k, n * (L - 1)))
     for law, D, scale, x in ((3, Dq, scale_q, q.Qn), (4, Dk, scale_k, q.Kn)):
         sD, amb = _sign(noise_rows(D[:, :, :, 1:]), noise_rows(scale[:, :, :, 1:]))
         size = (lp / n)[..., None, None] * np.abs(D[:, :, :, 1:])  # (A, R, n, P, m_k)
-        code_l = np.where((code_ex == 0) & (noise_rows(size) * hb < TINY), UNDERFLOW,
+        code_l = np.where((code_ex == 0) & onb & (noise_rows(size) * hb < TINY), UNDERFLOW,
                           code_ex).astype(np.int8)
-        code, rel = _classify(x[b] - x[a], hb * sD, hb, x[a], x[b], tol, code_l, amb)
+        code, rel = _classify(x[b] - x[a], hb * sD * onb, hb, x[a], x[b], tol, code_l, amb & onb)
         results[law] = _summarize(law, code, rel, steps_before)
 
-    # laws 5, 6: dQs_s = eta ||mu|| sign(sum_i |l'_i| Dq_i0,s), dKs_s likewise with Dk
+    # laws 5, 6: dQs_s = eta ||mu|| sign(sum_i |l'_i| (Dq_i0,s - alpha sum_j Dq_ij,s)), and
+    # dKs_s likewise with Dk
     ex56 = np.zeros((A, R, m_k), np.int8)
     ex56[:, run_dirty] = DIRTY
     for law, D, scale, x in ((5, Dq, scale_q, q.Qs), (6, Dk, scale_k, q.Ks)):
-        vote = (lp[..., None] * D[:, :, :, 0]).sum(2)             # (A, R, m_k)
-        terms = lp[..., None] * scale[:, :, :, 0]                 # (A, R, n, m_k)
+        vote, terms = signal_vote(D, scale)                       # (A, R, m_k), (A, R, n, m_k)
         v, amb = _sign(vote, terms.sum(2))
         ex = np.where((ex56 == 0) & ((terms / n).max(2) * mu < TINY), UNDERFLOW, ex56).astype(np.int8)
         code, rel = _classify(x[b] - x[a], eta * mu * v, eta * mu, x[a], x[b], tol, ex, amb)

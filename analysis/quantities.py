@@ -49,6 +49,11 @@ class Quantities:
         Learning rate and ``||mu||``.
     S : (T, R, n, L, L)
         The whole softmax ``s_{i,lk}`` (patch 0 = signal, then the noise patches).
+    batch : (T, R, n) bool or None
+        Sample ``i`` is in the mini-batch of the update from record ``t`` (None: every
+        sample, full batches).
+    alpha : float
+        Feature noise: the noise patches are ``xi_ij - alpha y_i mu``.
     """
 
     step: np.ndarray
@@ -69,6 +74,8 @@ class Quantities:
     eta: float
     mu_norm: float
     S: np.ndarray | None = None
+    batch: np.ndarray | None = None
+    alpha: float = 0.0
 
     @property
     def R(self) -> int:
@@ -161,4 +168,6 @@ def quantities(history: History) -> Quantities:
         Qs=history["Qs"], Ks=history["Ks"], Qn=history["Qn"], Kn=history["Kn"],
         s11=S[..., 0, 0], s12=S[..., 0, 1], s21=S[..., 1, 0], s22=S[..., 1, 1],
         lprime=history["lprime"], xi_l1=history["xi_l1"], clean=clean,
-        shared=shared, eta=float(cfg.eta), mu_norm=float(cfg.mu_norm), S=S)
+        shared=shared, eta=float(cfg.eta), mu_norm=float(cfg.mu_norm), S=S,
+        batch=history["batch"] if "batch" in history else None,
+        alpha=float(getattr(cfg, "feature_noise", 0.0)))

@@ -258,3 +258,29 @@ def test_docs_column_page_is_the_column_dictionary():
 
     page = (Path(__file__).resolve().parents[1] / "docs" / "columns.md").read_text()
     assert columns_markdown() in page, "regenerate docs/columns.md from analysis.claims.columns_markdown()"
+
+
+@pytest.mark.parametrize("variant, word", [
+    (dict(score_scale=0.3), "score_scale"), (dict(pooling="mean"), "pooling"),
+    (dict(feature_noise=0.3), "feature noise"), (dict(batch_size=3), "mini-batches"),
+    (dict(n_patches=3), "n_patches"),
+    (dict(n_patches=4, feature_noise=0.2, batch_size=5, score_scale=0.5), "feature noise"),
+])
+def test_variant_reports_check_the_laws_and_say_why_the_rest_does_not_apply(variant, word):
+    """On every variant the six laws are derived for it and agree (0 mismatches, items
+    checked); the stage claims a variant takes out of the setting say not applicable
+    with the variant named; no row disagrees; the summary has a value or NaN for every
+    column."""
+    h = run(SimulationConfig(**{**REDUCED, "steps": 1500, "record_every": 1, **variant}))
+    report = build_report(h)
+    rows = {r["key"]: r for r in report["runs"][0]["rows"]}
+    for k in range(1, 7):
+        assert rows[f"law{k}"]["verdict"] == AGREES, (k, rows[f"law{k}"])
+        assert rows[f"law{k}"]["predicted"] == "0 mismatches"
+    assert not [r for r in rows.values() if r["verdict"] == "disagrees"], rows
+    na = [r for r in rows.values() if r["verdict"] == NOT_APPLICABLE]
+    assert na and all(r["reason"] for r in na)
+    assert any(word in r["reason"] for r in na), [r["reason"] for r in na]
+    summary = run_summary(h)[0]
+    assert summary["analysis_error"] == "" and set(SUMMARY_KEYS) <= set(summary)
+    assert summary["law3_mismatches"] == 0 and summary["law3_checked"] > 0

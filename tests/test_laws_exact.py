@@ -142,37 +142,51 @@ def test_laws_hold_on_each_steps_mini_batch_and_the_others_do_not_move():
     for name, p in pred.items():
         wrong = np.abs(np.diff(h[name], axis=0) - p) > TOL
         assert wrong.sum() == 0, f"{name}: {wrong.sum()} mismatches"
+    # the analysis checks the same laws on the recorded batches, and the full-batch laws
+    # break on this run
+    import dataclasses
+
+    from analysis.laws import check_laws
+    from analysis.quantities import quantities
+    q = quantities(h)
+    assert all(check_laws(q)[law].mismatches.sum() == 0 for law in range(1, 7))
+    assert check_laws(dataclasses.replace(q, batch=None))[2].mismatches.sum() > 0
 
 
 def patch_law_predictions(h):
-    """Laws 1-6 for inputs of L > 2 patches, written from the recorded history in the
-    pairwise form of the softmax backward (docs/theory.md section 5), independently of
-    ``analysis.laws``: for sample i with patches 0 (signal) .. L - 1 (noise patches
-    1 .. L - 1), values u, keys K, queries Q and softmax s,
+    """Laws 1-6 for inputs of L >= 2 patches, feature noise alpha and mini-batches,
+    written from the recorded history in the pairwise form of the softmax backward
+    (docs/theory.md section 5), independently of ``analysis.laws``: for sample i with
+    patches 0 (signal) .. L - 1 (noise patches 1 .. L - 1), the patches' value, key and
+    query projections u, K, Q (a noise patch xi_ij - alpha y_i mu projects to
+    Vn_ij - alpha Vs, ...) and softmax s,
 
         query l:  D^Q_l = sum_{k < k'} s_lk s_lk' (u_k - u_k') (K_k - K_k')
         key k:    D^K_k = sum_l s_lk Q_l sum_k' s_lk' (u_k - u_k')
+        value k:  D^V_k = sum_l s_lk
 
-    and SignGD moves Qn_sij by eta ||xi_ij||_1 sgn D^Q_j, Kn_sij by eta ||xi_ij||_1 sgn D^K_j,
-    Qs_s by eta ||mu|| sgn sum_i |l'_i| D^Q_0 and Ks_s by eta ||mu|| sgn sum_i |l'_i| D^K_0.
-    Returns the predicted changes of every quantity, shaped as the history."""
+    SignGD moves Vn_ij by 2 eta ||xi_ij||_1, Qn_sij by eta ||xi_ij||_1 sgn D^Q_j and Kn_sij by
+    eta ||xi_ij||_1 sgn D^K_j for the samples of the step's batch (the others stay), and
+    the signal coordinate, which sits in the signal patch and (times -alpha) in every
+    noise patch, by the batch's vote: Vs by 2 eta ||mu|| sgn sum_i |l'_i| (D^V_0 - alpha
+    sum_j D^V_j), Qs_s by eta ||mu|| sgn sum_i |l'_i| (D^Q_0 - alpha sum_j D^Q_j), Ks_s
+    likewise with D^K. Returns the predicted changes of every quantity."""
     cfg = h.config
-    eta, mu, n, L = cfg.eta, cfg.mu_norm, cfg.n, cfg.n_patches
+    eta, mu, n, L, alpha = cfg.eta, cfg.mu_norm, cfg.n, cfg.n_patches, cfg.feature_noise
     T = h["step"].size - 1
     S, lp = h["softmax"][:-1], np.abs(h["lprime"][:-1])                # (T, R, n, L, L)
+    batch = h["batch"][:-1]
     R, m_k = S.shape[1], cfg.m_k
     pred = {name: np.zeros(h[name][:-1].shape) for name in ("Vs", "Vn", "Qs", "Ks", "Qn", "Kn")}
     xi1 = h["xi_l1"]                                                   # (R, n (L - 1))
-    pred["Vs"][:] = 2 * eta * mu
-    pred["Vn"][:] = 2 * eta * xi1
     for t in range(T):
         for r in range(R):
-            vote_q, vote_k = np.zeros(m_k), np.zeros(m_k)
-            for i in range(n):
+            vote_v, vote_q, vote_k = 0.0, np.zeros(m_k), np.zeros(m_k)
+            for i in np.flatnonzero(batch[t, r]):
                 rows = [j * n + i for j in range(L - 1)]               # noise patches of i
-                u = np.r_[h["Vs"][t, r], h["Vn"][t, r, rows]]
-                Q = np.vstack([h["Qs"][t, r], h["Qn"][t, r][:, rows].T])   # (L, m_k)
-                K = np.vstack([h["Ks"][t, r], h["Kn"][t, r][:, rows].T])
+                u = np.r_[h["Vs"][t, r], h["Vn"][t, r, rows] - alpha * h["Vs"][t, r]]
+                Q = np.vstack([h["Qs"][t, r], h["Qn"][t, r][:, rows].T - alpha * h["Qs"][t, r]])
+                K = np.vstack([h["Ks"][t, r], h["Kn"][t, r][:, rows].T - alpha * h["Ks"][t, r]])
                 s = S[t, r, i]
                 DQ = np.zeros((L, m_k))
                 DK = np.zeros((L, m_k))
@@ -183,14 +197,46 @@ def patch_law_predictions(h):
                 for k in range(L):
                     for l in range(L):
                         DK[k] += s[l, k] * Q[l] * sum(s[l, k2] * (u[k] - u[k2]) for k2 in range(L))
+                DV = s.sum(0)
                 for j, row in enumerate(rows):
+                    pred["Vn"][t, r, row] = 2 * eta * xi1[r, row]
                     pred["Qn"][t, r, :, row] = eta * xi1[r, row] * np.sign(DQ[j + 1])
                     pred["Kn"][t, r, :, row] = eta * xi1[r, row] * np.sign(DK[j + 1])
-                vote_q += lp[t, r, i] * DQ[0]
-                vote_k += lp[t, r, i] * DK[0]
+                vote_v += lp[t, r, i] * (DV[0] - alpha * DV[1:].sum())
+                vote_q += lp[t, r, i] * (DQ[0] - alpha * DQ[1:].sum(0))
+                vote_k += lp[t, r, i] * (DK[0] - alpha * DK[1:].sum(0))
+            pred["Vs"][t, r] = 2 * eta * mu * np.sign(vote_v)
             pred["Qs"][t, r] = eta * mu * np.sign(vote_q)
             pred["Ks"][t, r] = eta * mu * np.sign(vote_k)
     return pred
+
+
+def test_feature_noise_laws_hold_exactly_and_differ_from_the_plain_ones():
+    """Feature noise alpha = 0.5 puts -alpha y mu in the noise patch: the noise
+    quantities still move by their laws, with the noise patch's projections
+    Qn - alpha Qs, ...; the signal coordinate gets -alpha times the noise patches'
+    gradient, which turns the value signal's law 1 around at most steps. Exact in both
+    engines, checked by the analysis too; the plain laws break on the same run."""
+    import dataclasses
+
+    from analysis.laws import check_laws
+    from analysis.quantities import quantities
+
+    for engine in ("full", "reduced"):
+        cfg = SimulationConfig(d=10**6, n=6, s=10, m_k=3, m_v=3, n_test=40, steps=600,
+                               eta=2e-3, seed=3, feature_noise=0.5, engine=engine)
+        h = train(cfg).history
+        pred = patch_law_predictions(h)
+        for name, p in pred.items():
+            wrong = np.abs(np.diff(h[name], axis=0) - p) > TOL
+            assert wrong.sum() == 0, f"{engine} {name}: {wrong.sum()} entries break the law"
+        assert (pred["Vs"] < 0).mean() > 0.5, "law 1 turns around under feature noise"
+        q = quantities(h)
+        report = check_laws(q)
+        assert all(report[law].mismatches.sum() == 0 and report[law].matches.sum() > 0
+                   for law in range(1, 7))
+        plain = check_laws(dataclasses.replace(q, alpha=0.0))
+        assert plain[1].mismatches.sum() > 0.5 * plain[1].checked.sum()
 
 
 @pytest.mark.parametrize("engine", ["full", "reduced"])
