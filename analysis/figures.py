@@ -57,7 +57,7 @@ from simulator.io import atomic_write_with
 
 from .claims import NotAnalysed, analysed, patches_reason
 from .quantities import Quantities, quantities
-from .stages import Stages, detect_stages
+from .stages import Stages, detect_stages, first_pending
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -140,22 +140,18 @@ def figure_data(history: History | FigureData, run: int | None = None) -> Figure
 
 
 def stage_index(times: Mapping[str, float], step) -> np.ndarray:
-    """Which stage each step is in: 0 (Stage I, before ``T1``), 1 (``[T1, T2)``, Stage
-    II), 2 (Stage III), 3 (Stage IV, ``[T3, T4)``) or 4 (from ``T4`` on).
+    """Which stage each step is in: 0 (Stage I, before ``T1``), 1 (Stage II), 2 (Stage
+    III), 3 (Stage IV) or 4 (after ``T4``, once all four stages are complete).
 
-    ``times``: ``{"T1": ..., "T4": ...}`` of one run (``nan``: never). A step is in
-    the stage after the highest-numbered stage time it has reached, so where stages
-    overlap (``T4`` before ``T3``) a step past ``T4`` counts as after ``T4``. Index
-    :data:`STAGE_LABELS` or :data:`STAGE_NAMES` with the result. (A local helper:
-    :mod:`analysis.stages` detects the times.)
+    ``times``: ``{"T1": ..., "T4": ...}`` of one run (``nan``: never). A step is in the
+    earliest stage not yet complete (:func:`analysis.stages.first_pending`, the rule of
+    the report), so where stages overlap (``T4`` before ``T3``) a step past ``T4`` is
+    still in Stage III until ``T3``. Index :data:`STAGE_LABELS` or :data:`STAGE_NAMES`
+    with the result; the shape is that of ``step``.
     """
-    step = np.asarray(step, dtype=float)
-    out = np.zeros(step.shape, dtype=int)
-    for k, name in enumerate(STAGE_TIMES, start=1):
-        t = float(times[name])
-        if np.isfinite(t):
-            out = np.where(step >= t, k, out)
-    return out
+    shape = np.shape(step)
+    T = np.array([[float(times[name])] for name in STAGE_TIMES])       # (4, 1)
+    return first_pending(T, step)[:, 0].reshape(shape)
 
 
 def early_window(st: Stages, step: np.ndarray) -> int:

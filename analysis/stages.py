@@ -57,6 +57,16 @@ def pair_at_risk(pair_sum: np.ndarray, h: np.ndarray, offset: np.ndarray) -> np.
         return np.abs(pair_sum) < h + offset
 
 
+def first_pending(times: np.ndarray, step) -> np.ndarray:
+    """The earliest stage not yet complete at each step, per run: ``(len(step), R)``
+    int, 0 .. 3 for Stages I .. IV and 4 once all four are complete. ``times``:
+    ``(4, R)`` ``T1 .. T4`` (``nan``: never). The one rule of :func:`stage_of`, the
+    report's intervals and the figures' stage names."""
+    times = np.asarray(times, dtype=float)
+    pending = np.asarray(step, dtype=float).reshape(-1)[:, None, None] < np.nan_to_num(times, nan=np.inf)[None]
+    return np.where(pending.any(1), np.argmax(pending, axis=1), 4)      # (S, R)
+
+
 def stage_of(stages: "Stages", step: np.ndarray) -> np.ndarray:
     """Which stage (1 .. 4) each step is in, per run: (len(step), R) int.
 
@@ -65,8 +75,7 @@ def stage_of(stages: "Stages", step: np.ndarray) -> np.ndarray:
     ``step`` may be the recorded steps or ``np.arange(steps + 1)``.
     """
     times = np.stack([stages.T1, stages.T2, stages.T3, stages.T4])       # (4, R)
-    pending = np.asarray(step)[:, None, None] < np.nan_to_num(times, nan=np.inf)[None]
-    return np.where(pending.any(1), np.argmax(pending, axis=1) + 1, 4)  # (S, R)
+    return np.minimum(first_pending(times, step) + 1, 4)
 
 
 def stage_intervals(stages: "Stages", last_step: int, r: int = 0) -> list[dict]:
