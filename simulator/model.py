@@ -45,6 +45,7 @@ import functools
 from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.special import expit
 
 
@@ -134,6 +135,7 @@ class Attention(NamedTuple):
     S: np.ndarray      # (..., L, L)    S_lk, query l on key k
     f: np.ndarray      # (...)          network output
     options: ModelOptions = PLAIN
+    key_weight: np.ndarray | None = None   # (..., L) sum_l S_lk (None: from S)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -156,10 +158,15 @@ def output(z: np.ndarray, u: np.ndarray, options: ModelOptions = PLAIN):
     the scores ``z`` (..., L, L), score scale already applied, and value projections
     ``u`` (..., L)."""
     S = softmax(z)
-    f = (S.sum(-2) * u).sum(-1)                              # sum_k (sum_l S_lk) u_k
+    return S, _pooled_output(S.sum(-2), u, options)
+
+
+def _pooled_output(key_weight: np.ndarray, u: np.ndarray, options: ModelOptions) -> np.ndarray:
+    """``f = rho sum_k w_k u_k`` from the key weights ``w_k = sum_l S_lk`` (..., L)."""
+    f = (key_weight * u).sum(-1)                             # sum_k (sum_l S_lk) u_k
     if options.pooling == "mean":
-        f /= z.shape[-1]
-    return S, f
+        f /= key_weight.shape[-1]
+    return f
 
 
 def attend(q: np.ndarray, k: np.ndarray, u: np.ndarray, options: ModelOptions = PLAIN) -> Attention:
@@ -168,22 +175,32 @@ def attend(q: np.ndarray, k: np.ndarray, u: np.ndarray, options: ModelOptions = 
     z = np.matmul(q, k.swapaxes(-1, -2))                     # (..., L, L) <q_l, k_k>
     if options.score_scale != 1.0:
         z *= options.score_scale                             # z_lk = tau <q_l, k_k>
-    S, f = output(z, u, options)
-    return Attention(q=q, k=k, u=u, S=S, f=f, options=options)
+    S = softmax(z)
+    key_weight = S.sum(-2)                                   # (..., L) sum_l S_lk
+    return Attention(q=q, k=k, u=u, S=S, f=_pooled_output(key_weight, u, options),
+                     options=options, key_weight=key_weight)
 
 
 def two_key_output(gap: np.ndarray, u: np.ndarray, options: ModelOptions = PLAIN) -> np.ndarray:
     """:func:`output`'s ``f`` for two patches from the score gaps alone:
     ``gap`` (..., 2) holds ``z_l2 - z_l1`` of each query ``l``, ``u`` (..., 2) the values;
-    ``S_l2 = sigmoid(gap_l)``, ``S_l1 = sigmoid(-gap_l)`` as in :func:`softmax`, and
-    ``f = rho sum_l (S_l1 u_1 + S_l2 u_2)``, without forming the softmax matrix."""
-    S2 = expit(gap)                                          # (..., 2) S_l2
-    S1 = expit(np.negative(gap))                             # S_l1
-    f = S1[..., 0] + S1[..., 1]                              # sum_l S_l1 (an add: a length-2
-    f *= u[..., 0]                                           # reduction is slow on a large batch)
-    S2_sum = S2[..., 0] + S2[..., 1]                         # sum_l S_l2
-    S2_sum *= u[..., 1]
-    f += S2_sum
+    ``S_l2 = sigmoid(gap_l)`` as in :func:`softmax`, ``S_l1 = 1 - S_l2``, and
+    ``f = rho sum_l (S_l1 u_1 + S_l2 u_2)``, without forming the softmax matrix
+    (:func:`_two_key_output`)."""
+    return _two_key_output(gap[..., 0], gap[..., 1], u[..., 0], u[..., 1], options)
+
+
+def _two_key_output(gap_1, gap_2, u_1, u_2, options: ModelOptions = PLAIN) -> np.ndarray:
+    """``f = rho sum_l (S_l1 u_1 + S_l2 u_2) = rho (2 u_1 + (S_12 + S_22) (u_2 - u_1))``
+    from the score gaps ``gap_l = z_l2 - z_l1`` of the two queries and the values
+    ``u_1, u_2`` (all broadcastable): one exponential per query. The rounding error is
+    ``~eps max(|u_1|, |u_2|)``, as in the two-product form; a softmax output below
+    ``eps`` changes ``f`` by less than that in either form."""
+    S2_sum = expit(gap_1)                                    # S_12
+    S2_sum += expit(gap_2)                                   # S_12 + S_22
+    f = np.subtract(u_2, u_1)                                # u_2 - u_1
+    f = f * S2_sum
+    f += 2 * u_1
     if options.pooling == "mean":
         f /= 2
     return f
@@ -206,24 +223,22 @@ def held_out_margins(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray, qn: np.ndar
 
     from which :func:`two_key_output` gives the output. Returns (K, R, n).
     """
-    K, R = Vs.shape
-    n = qn.shape[-2]
-    gap = np.empty((K, R, n, 2))
     if qn.ndim == 3:                                          # fixed: products per state
         QK = np.einsum("krm,krm->kr", Qs, Ks)[..., None]      # <Qs, Ks>
-        gap[..., 0] = np.matmul(Qs[:, :, None, :], kn.swapaxes(-1, -2))[:, :, 0] - QK
-        gap[..., 1] = (np.einsum("rjm,rjm->rj", qn, kn)
-                       - np.matmul(Ks[:, :, None, :], qn.swapaxes(-1, -2))[:, :, 0])
+        gap_s = np.matmul(Qs[:, :, None, :], kn.swapaxes(-1, -2))[:, :, 0]   # (K, R, n)
+        gap_s -= QK
+        gap_n = (np.einsum("rjm,rjm->rj", qn, kn)
+                 - np.matmul(Ks[:, :, None, :], qn.swapaxes(-1, -2))[:, :, 0])
     else:
         dk = kn - Ks[:, :, None, :]                           # (K, R, n, m_k) kn_j - Ks
-        gap[..., 0] = np.einsum("krm,krjm->krj", Qs, dk)
-        gap[..., 1] = np.einsum("krjm,krjm->krj", qn, dk)
+        gap_s = np.einsum("krm,krjm->krj", Qs, dk)
+        gap_n = np.einsum("krjm,krjm->krj", qn, dk)
     if options.score_scale != 1.0:
-        gap *= options.score_scale
-    u = np.empty((K, R, n, 2))
-    u[..., 0] = Vs[..., None]
-    u[..., 1] = un
-    return c * two_key_output(gap, u, options)
+        gap_s *= options.score_scale
+        gap_n *= options.score_scale
+    f = _two_key_output(gap_s, gap_n, Vs[..., None], un, options)   # (K, R, n)
+    f *= c
+    return f
 
 
 def attend_backward(att: Attention, dL_df: np.ndarray):
@@ -235,8 +250,8 @@ def attend_backward(att: Attention, dL_df: np.ndarray):
     S, u, options = att.S, att.u, att.options
     if options.pooling == "mean":                            # rho g
         dL_df = dL_df / S.shape[-1]
-    dL_du = S.sum(axis=-2)                                   # (..., L) sum_l S_lk
-    dL_du *= dL_df[..., None]                                # rho g sum_l S_lk
+    key_weight = S.sum(axis=-2) if att.key_weight is None else att.key_weight  # sum_l S_lk
+    dL_du = dL_df[..., None] * key_weight                    # (..., L) rho g sum_l S_lk
     du = u[..., None, :] - u[..., :, None]                   # (..., L, L) [k', k]: u_k - u_k'
     dL_dz = np.matmul(S, du)                                 # (..., L, L) sum_k' S_lk' (u_k - u_k')
     dL_dz *= S
@@ -264,11 +279,56 @@ class Forward(NamedTuple):
         return self.att.f
 
 
-def projections(W: np.ndarray, X: np.ndarray) -> np.ndarray:
+class SparseInputs(NamedTuple):
+    """Inputs ``X`` (R, n, L, D) with few non-zeros (a patch touches ``s`` of the ``D``
+    basis columns), kept for :func:`projections` and :func:`weight_gradient` as sparse
+    products: SciPy's compiled sparse-times-dense loops do ``nnz M`` multiply-adds where
+    the dense products do ``R n L D M``. Tested equal to the dense products
+    (``tests/test_kernels.py``).
+
+    Both products run without a copy when the weights are stored with ``M`` fastest
+    (:meth:`weights`): ``W x`` reads the rows of ``W^T`` and ``dL/dW`` is written as
+    ``(dL/dW)^T``, which is then ``W``'s own layout."""
+
+    dense: np.ndarray          # (R, n, L, D) X
+    rows: sp.csr_matrix        # (R n L, R D) block diagonal: run r's X on rows r n L.., columns r D..
+    cols: sp.csr_matrix        # (R D, R n L) its transpose
+
+    @classmethod
+    def of(cls, X: np.ndarray) -> "SparseInputs":
+        R, n, L, D = X.shape
+        rows = sp.block_diag([sp.csr_matrix(X[r].reshape(n * L, D)) for r in range(R)], format="csr")
+        return cls(X, rows, rows.T.tocsr())
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return self.dense.shape
+
+    @staticmethod
+    def weights(W: np.ndarray) -> np.ndarray:
+        """A copy of ``W`` (R, M, D) stored with ``M`` fastest (the same values)."""
+        return np.ascontiguousarray(W.transpose(0, 2, 1)).transpose(0, 2, 1)
+
+    def projections(self, W: np.ndarray) -> np.ndarray:
+        """:func:`projections` ``W x``: (R, n, L, M)."""
+        R, n, L, D = self.shape
+        WT = W.transpose(0, 2, 1).reshape(R * D, -1)      # (R D, M) W^T, a view when M is fastest
+        return (self.rows @ WT).reshape(R, n, L, -1)
+
+    def weight_gradient(self, A: np.ndarray) -> np.ndarray:
+        """:func:`weight_gradient` ``sum_{i,l} A_il x_il^T``: (R, M, D), stored with ``M`` fastest."""
+        R, n, L, D = self.shape
+        GT = self.cols @ A.reshape(R * n * L, -1)          # (R D, M) (dL/dW)^T
+        return GT.reshape(R, D, -1).transpose(0, 2, 1)
+
+
+def projections(W: np.ndarray, X: np.ndarray | SparseInputs) -> np.ndarray:
     """``W x_l`` for every run, sample, patch and weight row: ``(R, n, L, M)``.
 
-    ``W``: (R, M, D); ``X``: (R, n, L, D).
+    ``W``: (R, M, D); ``X``: (R, n, L, D), dense or :class:`SparseInputs`.
     """
+    if isinstance(X, SparseInputs):
+        return X.projections(W)
     R, n, L, D = X.shape
     return np.matmul(X.reshape(R, n * L, D), W.transpose(0, 2, 1)).reshape(R, n, L, -1)
 
@@ -288,13 +348,19 @@ def forward(W: np.ndarray, X: np.ndarray, layout: Layout, options: ModelOptions 
 def projection_gradient(fw: Forward, dL_df: np.ndarray, layout: Layout) -> np.ndarray:
     """``A = dL/dproj`` (R, n, L, M), so that ``dL/dW = sum_{i,l} A_il x_il^T``."""
     dL_dq, dL_dk, dL_du = attend_backward(fw.att, dL_df)
+    A = np.empty(dL_du.shape + (layout.M,))                  # (R, n, L, M)
+    A[..., layout.Q] = dL_dq
+    A[..., layout.K] = dL_dk
     # dL/d(w_{V,+-1,r} x_k) = +-dL/du_k / m_v
-    return np.concatenate([dL_dq, dL_dk, dL_du[..., None] * layout.value_row], axis=-1)  # (R, n, L, M)
+    np.multiply(dL_du[..., None], layout.value_row, out=A[..., layout.V])
+    return A
 
 
-def weight_gradient(A: np.ndarray, X: np.ndarray) -> np.ndarray:
+def weight_gradient(A: np.ndarray, X: np.ndarray | SparseInputs) -> np.ndarray:
     """``dL/dW = sum_{i,l} A_il x_il^T``: (R, M, D) from ``A`` (R, n, L, M) and
-    ``X`` (R, n, L, D)."""
+    ``X`` (R, n, L, D), dense or :class:`SparseInputs`."""
+    if isinstance(X, SparseInputs):
+        return X.weight_gradient(A)
     R, n, L, M = A.shape
     return np.matmul(A.reshape(R, n * L, M).transpose(0, 2, 1), X.reshape(R, n * L, -1))
 
