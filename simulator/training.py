@@ -78,6 +78,7 @@ def run_loop(engine, config: SimulationConfig, recorder: Recorder, rs: slice,
     pending: list[tuple[int, dict]] = []
     start, k = time.perf_counter(), 0
     full_batch = config.batch_size is None or config.batch_size == config.n
+    every_sample = np.ones(underflow.shape, dtype=bool)              # (R, n) a full batch
     for t in range(config.steps + 1):
         batch = None if full_batch else minibatch(seeds, t, config.n, config.batch_size)
         ev = engine.evaluate(params, batch)
@@ -86,7 +87,7 @@ def run_loop(engine, config: SimulationConfig, recorder: Recorder, rs: slice,
             _check_margins(t, margin, underflow, seeds, config)
         if k < rec_steps.size and rec_steps[k] == t:
             snap = engine.snapshot(params, ev)
-            snap["batch"] = np.ones(margin.shape, dtype=bool) if batch is None else batch
+            snap["batch"] = every_sample if batch is None else batch
             pending.append((k, snap))
             if len(pending) >= engine.block or t == config.steps:
                 _flush(engine, recorder, rs, pending)
@@ -101,6 +102,8 @@ def run_loop(engine, config: SimulationConfig, recorder: Recorder, rs: slice,
 def _flush(engine, recorder: Recorder, rs: slice, pending: list) -> None:
     """The recorded arrays of the pending records, in one vectorized pass."""
     ks = [k for k, _ in pending]
+    if ks[-1] - ks[0] == len(ks) - 1:                               # consecutive: a slice
+        ks = slice(ks[0], ks[-1] + 1)
     snaps = {name: np.stack([snap[name] for _, snap in pending]) for name in pending[0][1]}
     margin = snaps["margin"]                                         # (K, R, n)
     recorder.write(ks, rs, {"margin": margin, "lprime": loss_derivative(margin),
