@@ -104,13 +104,19 @@ def _flush(engine, recorder: Recorder, rs: slice, pending: list) -> None:
     ks = [k for k, _ in pending]
     if ks[-1] - ks[0] == len(ks) - 1:                               # consecutive: a slice
         ks = slice(ks[0], ks[-1] + 1)
-    snaps = {name: np.stack([snap[name] for _, snap in pending]) for name in pending[0][1]}
+    snaps = {name: _stack([snap[name] for _, snap in pending]) for name in pending[0][1]}
     margin = snaps["margin"]                                         # (K, R, n)
     recorder.write(ks, rs, {"margin": margin, "lprime": loss_derivative(margin),
                             "batch": snaps.pop("batch"),
                             "train_loss": logistic_loss(margin).mean(-1),
                             "train_error": (margin <= 0).mean(-1), **engine.record(snaps)})
     pending.clear()
+
+
+def _stack(arrays: list) -> np.ndarray:
+    """``np.stack(arrays)`` of arrays of one shape (ndim >= 1), as one concatenation:
+    np.stack's per-array Python work costs more than the copy for a block of records."""
+    return np.concatenate(arrays).reshape((len(arrays),) + arrays[0].shape)
 
 
 def _check_margins(t: int, margin: np.ndarray, underflow: np.ndarray, seeds, config) -> None:
