@@ -158,7 +158,13 @@ def output(z: np.ndarray, u: np.ndarray, options: ModelOptions = PLAIN):
     the scores ``z`` (..., L, L), score scale already applied, and value projections
     ``u`` (..., L)."""
     S = softmax(z)
-    return S, _pooled_output(S.sum(-2), u, options)
+    return S, _pooled_output(_sum_queries(S), u, options)
+
+
+def _sum_queries(S: np.ndarray) -> np.ndarray:
+    """``sum_l S_lk`` (..., L); two queries as one add (the same value: a NumPy reduction
+    over a length-2 axis costs several times the add)."""
+    return np.add(S[..., 0, :], S[..., 1, :]) if S.shape[-2] == 2 else S.sum(-2)
 
 
 def _pooled_output(key_weight: np.ndarray, u: np.ndarray, options: ModelOptions) -> np.ndarray:
@@ -176,7 +182,7 @@ def attend(q: np.ndarray, k: np.ndarray, u: np.ndarray, options: ModelOptions = 
     if options.score_scale != 1.0:
         z *= options.score_scale                             # z_lk = tau <q_l, k_k>
     S = softmax(z)
-    key_weight = S.sum(-2)                                   # (..., L) sum_l S_lk
+    key_weight = _sum_queries(S)                             # (..., L) sum_l S_lk
     return Attention(q=q, k=k, u=u, S=S, f=_pooled_output(key_weight, u, options),
                      options=options, key_weight=key_weight)
 
