@@ -183,8 +183,7 @@ def attend(q: np.ndarray, k: np.ndarray, u: np.ndarray, options: ModelOptions = 
         z *= options.score_scale                             # z_lk = tau <q_l, k_k>
     S = softmax(z)
     key_weight = _sum_queries(S)                             # (..., L) sum_l S_lk
-    return Attention(q=q, k=k, u=u, S=S, f=_pooled_output(key_weight, u, options),
-                     options=options, key_weight=key_weight)
+    return Attention(q, k, u, S, _pooled_output(key_weight, u, options), options, key_weight)
 
 
 def two_key_output(gap: np.ndarray, u: np.ndarray, options: ModelOptions = PLAIN) -> np.ndarray:
@@ -247,11 +246,11 @@ def held_out_margins(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray, qn: np.ndar
     return f
 
 
-def attend_backward(att: Attention, dL_df: np.ndarray):
+def attend_backward(att: Attention, dL_df: np.ndarray, out=None):
     """``dL/dq, dL/dk`` (..., L, m_k) and ``dL/du`` (..., L) from ``dL/df`` (...).
 
     ``dL_dz_lk = g S_lk sum_k' S_lk' (u_k - u_k')`` (module doc), with the differences
-    ``u_k - u_k'`` formed first.
+    ``u_k - u_k'`` formed first. ``out``: optional arrays ``(dL/dq, dL/dk)`` to write into.
     """
     S, u, options = att.S, att.u, att.options
     if options.pooling == "mean":                            # rho g
@@ -264,8 +263,9 @@ def attend_backward(att: Attention, dL_df: np.ndarray):
     dL_dz *= dL_df[..., None, None]                          # g
     if options.score_scale != 1.0:
         dL_dz *= options.score_scale                         # dL/d<q_l, k_k> = tau dL/dz_lk
-    dL_dq = np.matmul(dL_dz, att.k)                          # (..., L, m_k)
-    dL_dk = np.matmul(dL_dz.swapaxes(-1, -2), att.q)         # (..., L, m_k)
+    dq_out, dk_out = (None, None) if out is None else out
+    dL_dq = np.matmul(dL_dz, att.k, out=dq_out)              # (..., L, m_k)
+    dL_dk = np.matmul(dL_dz.swapaxes(-1, -2), att.q, out=dk_out)   # (..., L, m_k)
     return dL_dq, dL_dk, dL_du
 
 
@@ -353,10 +353,8 @@ def forward(W: np.ndarray, X: np.ndarray, layout: Layout, options: ModelOptions 
 
 def projection_gradient(fw: Forward, dL_df: np.ndarray, layout: Layout) -> np.ndarray:
     """``A = dL/dproj`` (R, n, L, M), so that ``dL/dW = sum_{i,l} A_il x_il^T``."""
-    dL_dq, dL_dk, dL_du = attend_backward(fw.att, dL_df)
-    A = np.empty(dL_du.shape + (layout.M,))                  # (R, n, L, M)
-    A[..., layout.Q] = dL_dq
-    A[..., layout.K] = dL_dk
+    A = np.empty(fw.proj.shape)                              # (R, n, L, M)
+    _, _, dL_du = attend_backward(fw.att, dL_df, out=(A[..., layout.Q], A[..., layout.K]))
     # dL/d(w_{V,+-1,r} x_k) = +-dL/du_k / m_v
     np.multiply(dL_du[..., None], layout.value_row, out=A[..., layout.V])
     return A
