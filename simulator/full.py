@@ -22,8 +22,8 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from .model import (LossAndGradient, ModelOptions, forward_from_projections, held_out_margins,
-                    held_out_statistics, loss_and_gradient)
+from .model import (LossAndGradient, ModelOptions, SparseInputs, forward_from_projections,
+                    held_out_margins, held_out_statistics, loss_and_gradient)
 from .optimizers import make_optimizer
 from .data import noise_positions
 from .problem import TrainingProblem
@@ -61,6 +61,22 @@ def test_columns(problem: TrainingProblem) -> TestColumns:
     return TestColumns(cols, signal, noise)
 
 
+#: The step's products go through :class:`~simulator.model.SparseInputs` when at most this
+#: fraction of ``X`` is non-zero and the dense products take at least ``SPARSE_MIN_WORK``
+#: multiply-adds each: below that the dense products are as fast as SciPy's call overhead
+#: (``docs/performance.md``).
+SPARSE_MAX_DENSITY = 0.1
+SPARSE_MIN_WORK = 200_000
+
+
+def training_inputs(X: np.ndarray, M: int) -> np.ndarray | SparseInputs:
+    """The training inputs ``X`` (R, n, L, D) as the step multiplies them: dense, or
+    :class:`~simulator.model.SparseInputs` when sparse and large (the constants above)."""
+    if X.size * M >= SPARSE_MIN_WORK * X.shape[0] and np.count_nonzero(X) <= SPARSE_MAX_DENSITY * X.size:
+        return SparseInputs.of(X)
+    return X
+
+
 #: Working memory of one block of held-out evaluations.
 BLOCK_BYTES = 32 * 2 ** 20
 
@@ -77,6 +93,7 @@ class FullEngine:
         self.alpha = config.feature_noise
         self.eta = config.eta
         self.R, self.L = problem.R, problem.L
+        self.inputs = training_inputs(problem.X, self.layout.M)
         self.test = test_columns(problem)
         self._held_out = [self._held_out_inputs(r) for r in range(self.R)]
         n_test, M, n, L = problem.test_y.shape[1], self.layout.M, problem.y.shape[1], self.L
@@ -92,14 +109,16 @@ class FullEngine:
 
     # --- the loop's protocol ---
     def initial_params(self) -> np.ndarray:
-        """The weights ``W`` (R, M, D) at initialization (a copy)."""
+        """The weights ``W`` (R, M, D) at initialization (a copy, stored as the products
+        read it fastest)."""
+        if isinstance(self.inputs, SparseInputs):
+            return SparseInputs.weights(self.problem.W0)
         return self.problem.W0.copy()
 
     def evaluate(self, W: np.ndarray, batch: np.ndarray | None = None) -> LossAndGradient:
         """Forward and backward pass at ``W``: margins ``(R, n)``, softmax, and ``grad L``
         of the mini-batch ``batch`` (all samples when ``None``)."""
-        return loss_and_gradient(W, self.problem.X, self.problem.y, self.layout,
-                                 self.options, batch)
+        return loss_and_gradient(W, self.inputs, self.problem.y, self.layout, self.options, batch)
 
     def update(self, W: np.ndarray, ev: LossAndGradient, state, t: int):
         """``W <- W - eta * P(grad L)`` in place; returns the optimizer's new state."""
@@ -109,7 +128,11 @@ class FullEngine:
         norm = (np.sqrt(np.square(G).sum(axis=(1, 2), keepdims=True))  # (R, 1, 1) ||G||_2
                 if self.optimizer.needs_norm else None)
         P, state = self.optimizer.direction(G, state, t, norm)
-        W -= self.eta * P
+        if P is G:                                                     # (GD) keep ev.grad
+            P = self.eta * P
+        else:
+            P *= self.eta
+        W -= P
         return state
 
     def snapshot(self, W: np.ndarray, ev: LossAndGradient) -> dict[str, np.ndarray]:

@@ -45,6 +45,7 @@ import functools
 from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.special import expit
 
 
@@ -134,6 +135,7 @@ class Attention(NamedTuple):
     S: np.ndarray      # (..., L, L)    S_lk, query l on key k
     f: np.ndarray      # (...)          network output
     options: ModelOptions = PLAIN
+    key_weight: np.ndarray | None = None   # (..., L) sum_l S_lk (None: from S)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -142,8 +144,11 @@ def softmax(z: np.ndarray) -> np.ndarray:
     the logistic function of the score gap, ``S_l2 = sigmoid(z_l2 - z_l1)``, which is
     the same function with one rounding instead of three."""
     if z.shape[-1] == 2:
-        gap = z[..., 1] - z[..., 0]                          # (..., L)
-        return np.stack([expit(-gap), expit(gap)], axis=-1)  # (..., L, 2)
+        S = np.empty(z.shape)                                # (..., L, 2)
+        gap = np.subtract(z[..., 1], z[..., 0])              # (..., L) z_l2 - z_l1
+        expit(gap, out=S[..., 1])
+        expit(np.negative(gap, out=gap), out=S[..., 0])
+        return S
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
@@ -153,10 +158,21 @@ def output(z: np.ndarray, u: np.ndarray, options: ModelOptions = PLAIN):
     the scores ``z`` (..., L, L), score scale already applied, and value projections
     ``u`` (..., L)."""
     S = softmax(z)
-    f = (S.sum(-2) * u).sum(-1)                              # sum_k (sum_l S_lk) u_k
+    return S, _pooled_output(_sum_queries(S), u, options)
+
+
+def _sum_queries(S: np.ndarray) -> np.ndarray:
+    """``sum_l S_lk`` (..., L); two queries as one add (the same value: a NumPy reduction
+    over a length-2 axis costs several times the add)."""
+    return np.add(S[..., 0, :], S[..., 1, :]) if S.shape[-2] == 2 else S.sum(-2)
+
+
+def _pooled_output(key_weight: np.ndarray, u: np.ndarray, options: ModelOptions) -> np.ndarray:
+    """``f = rho sum_k w_k u_k`` from the key weights ``w_k = sum_l S_lk`` (..., L)."""
+    f = (key_weight * u).sum(-1)                             # sum_k (sum_l S_lk) u_k
     if options.pooling == "mean":
-        f /= z.shape[-1]
-    return S, f
+        f /= key_weight.shape[-1]
+    return f
 
 
 def attend(q: np.ndarray, k: np.ndarray, u: np.ndarray, options: ModelOptions = PLAIN) -> Attention:
@@ -165,19 +181,31 @@ def attend(q: np.ndarray, k: np.ndarray, u: np.ndarray, options: ModelOptions = 
     z = np.matmul(q, k.swapaxes(-1, -2))                     # (..., L, L) <q_l, k_k>
     if options.score_scale != 1.0:
         z *= options.score_scale                             # z_lk = tau <q_l, k_k>
-    S, f = output(z, u, options)
-    return Attention(q=q, k=k, u=u, S=S, f=f, options=options)
+    S = softmax(z)
+    key_weight = _sum_queries(S)                             # (..., L) sum_l S_lk
+    return Attention(q, k, u, S, _pooled_output(key_weight, u, options), options, key_weight)
 
 
 def two_key_output(gap: np.ndarray, u: np.ndarray, options: ModelOptions = PLAIN) -> np.ndarray:
     """:func:`output`'s ``f`` for two patches from the score gaps alone:
     ``gap`` (..., 2) holds ``z_l2 - z_l1`` of each query ``l``, ``u`` (..., 2) the values;
-    ``S_l2 = sigmoid(gap_l)``, ``S_l1 = sigmoid(-gap_l)`` as in :func:`softmax`, and
-    ``f = rho sum_l (S_l1 u_1 + S_l2 u_2)``, without forming the softmax matrix."""
-    S2 = expit(gap)                                          # (..., 2) S_l2
-    S1 = expit(np.negative(gap))                             # S_l1
-    f = S1.sum(-1) * u[..., 0]
-    f += S2.sum(-1) * u[..., 1]
+    ``S_l2 = sigmoid(gap_l)`` as in :func:`softmax`, ``S_l1 = 1 - S_l2``, and
+    ``f = rho sum_l (S_l1 u_1 + S_l2 u_2)``, without forming the softmax matrix
+    (:func:`_two_key_output`)."""
+    return _two_key_output(gap[..., 0], gap[..., 1], u[..., 0], u[..., 1], options)
+
+
+def _two_key_output(gap_1, gap_2, u_1, u_2, options: ModelOptions = PLAIN) -> np.ndarray:
+    """``f = rho sum_l (S_l1 u_1 + S_l2 u_2) = rho (2 u_1 + (S_12 + S_22) (u_2 - u_1))``
+    from the score gaps ``gap_l = z_l2 - z_l1`` of the two queries and the values
+    ``u_1, u_2`` (all broadcastable): one exponential per query. The rounding error is
+    ``~eps max(|u_1|, |u_2|)``, as in the two-product form; a softmax output below
+    ``eps`` changes ``f`` by less than that in either form."""
+    S2_sum = expit(gap_1)                                    # S_12
+    S2_sum += expit(gap_2)                                   # S_12 + S_22
+    f = np.subtract(u_2, u_1)                                # u_2 - u_1
+    f = f * S2_sum
+    f += 2 * u_1
     if options.pooling == "mean":
         f /= 2
     return f
@@ -200,45 +228,44 @@ def held_out_margins(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray, qn: np.ndar
 
     from which :func:`two_key_output` gives the output. Returns (K, R, n).
     """
-    K, R = Vs.shape
-    n = qn.shape[-2]
-    gap = np.empty((K, R, n, 2))
     if qn.ndim == 3:                                          # fixed: products per state
         QK = np.einsum("krm,krm->kr", Qs, Ks)[..., None]      # <Qs, Ks>
-        gap[..., 0] = np.matmul(Qs[:, :, None, :], kn.swapaxes(-1, -2))[:, :, 0] - QK
-        gap[..., 1] = (np.einsum("rjm,rjm->rj", qn, kn)
-                       - np.matmul(Ks[:, :, None, :], qn.swapaxes(-1, -2))[:, :, 0])
+        gap_s = np.matmul(Qs[:, :, None, :], kn.swapaxes(-1, -2))[:, :, 0]   # (K, R, n)
+        gap_s -= QK
+        gap_n = (np.einsum("rjm,rjm->rj", qn, kn)
+                 - np.matmul(Ks[:, :, None, :], qn.swapaxes(-1, -2))[:, :, 0])
     else:
         dk = kn - Ks[:, :, None, :]                           # (K, R, n, m_k) kn_j - Ks
-        gap[..., 0] = np.einsum("krm,krjm->krj", Qs, dk)
-        gap[..., 1] = np.einsum("krjm,krjm->krj", qn, dk)
+        gap_s = np.einsum("krm,krjm->krj", Qs, dk)
+        gap_n = np.einsum("krjm,krjm->krj", qn, dk)
     if options.score_scale != 1.0:
-        gap *= options.score_scale
-    u = np.empty((K, R, n, 2))
-    u[..., 0] = Vs[..., None]
-    u[..., 1] = un
-    return c * two_key_output(gap, u, options)
+        gap_s *= options.score_scale
+        gap_n *= options.score_scale
+    f = _two_key_output(gap_s, gap_n, Vs[..., None], un, options)   # (K, R, n)
+    f *= c
+    return f
 
 
-def attend_backward(att: Attention, dL_df: np.ndarray):
+def attend_backward(att: Attention, dL_df: np.ndarray, out=None):
     """``dL/dq, dL/dk`` (..., L, m_k) and ``dL/du`` (..., L) from ``dL/df`` (...).
 
     ``dL_dz_lk = g S_lk sum_k' S_lk' (u_k - u_k')`` (module doc), with the differences
-    ``u_k - u_k'`` formed first.
+    ``u_k - u_k'`` formed first. ``out``: optional arrays ``(dL/dq, dL/dk)`` to write into.
     """
     S, u, options = att.S, att.u, att.options
     if options.pooling == "mean":                            # rho g
         dL_df = dL_df / S.shape[-1]
-    g = dL_df[..., None, None]                               # (..., 1, 1)
-    dL_du = dL_df[..., None] * S.sum(axis=-2)                # (..., L) rho g sum_l S_lk
-    du = u[..., :, None] - u[..., None, :]                   # (..., L, L) u_k - u_k'
-    dL_dz = np.matmul(S, du.swapaxes(-1, -2))                # (..., L, L) sum_k' S_lk' (u_k - u_k')
+    key_weight = S.sum(axis=-2) if att.key_weight is None else att.key_weight  # sum_l S_lk
+    dL_du = dL_df[..., None] * key_weight                    # (..., L) rho g sum_l S_lk
+    du = u[..., None, :] - u[..., :, None]                   # (..., L, L) [k', k]: u_k - u_k'
+    dL_dz = np.matmul(S, du)                                 # (..., L, L) sum_k' S_lk' (u_k - u_k')
     dL_dz *= S
-    dL_dz *= g
+    dL_dz *= dL_df[..., None, None]                          # g
     if options.score_scale != 1.0:
         dL_dz *= options.score_scale                         # dL/d<q_l, k_k> = tau dL/dz_lk
-    dL_dq = np.matmul(dL_dz, att.k)                          # (..., L, m_k)
-    dL_dk = np.matmul(dL_dz.swapaxes(-1, -2), att.q)         # (..., L, m_k)
+    dq_out, dk_out = (None, None) if out is None else out
+    dL_dq = np.matmul(dL_dz, att.k, out=dq_out)              # (..., L, m_k)
+    dL_dk = np.matmul(dL_dz.swapaxes(-1, -2), att.q, out=dk_out)   # (..., L, m_k)
     return dL_dq, dL_dk, dL_du
 
 
@@ -258,11 +285,56 @@ class Forward(NamedTuple):
         return self.att.f
 
 
-def projections(W: np.ndarray, X: np.ndarray) -> np.ndarray:
+class SparseInputs(NamedTuple):
+    """Inputs ``X`` (R, n, L, D) with few non-zeros (a patch touches ``s`` of the ``D``
+    basis columns), kept for :func:`projections` and :func:`weight_gradient` as sparse
+    products: SciPy's compiled sparse-times-dense loops do ``nnz M`` multiply-adds where
+    the dense products do ``R n L D M``. Tested equal to the dense products
+    (``tests/test_kernels.py``).
+
+    Both products run without a copy when the weights are stored with ``M`` fastest
+    (:meth:`weights`): ``W x`` reads the rows of ``W^T`` and ``dL/dW`` is written as
+    ``(dL/dW)^T``, which is then ``W``'s own layout."""
+
+    dense: np.ndarray          # (R, n, L, D) X
+    rows: sp.csr_matrix        # (R n L, R D) block diagonal: run r's X on rows r n L.., columns r D..
+    cols: sp.csr_matrix        # (R D, R n L) its transpose
+
+    @classmethod
+    def of(cls, X: np.ndarray) -> "SparseInputs":
+        R, n, L, D = X.shape
+        rows = sp.block_diag([sp.csr_matrix(X[r].reshape(n * L, D)) for r in range(R)], format="csr")
+        return cls(X, rows, rows.T.tocsr())
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return self.dense.shape
+
+    @staticmethod
+    def weights(W: np.ndarray) -> np.ndarray:
+        """A copy of ``W`` (R, M, D) stored with ``M`` fastest (the same values)."""
+        return np.ascontiguousarray(W.transpose(0, 2, 1)).transpose(0, 2, 1)
+
+    def projections(self, W: np.ndarray) -> np.ndarray:
+        """:func:`projections` ``W x``: (R, n, L, M)."""
+        R, n, L, D = self.shape
+        WT = W.transpose(0, 2, 1).reshape(R * D, -1)      # (R D, M) W^T, a view when M is fastest
+        return (self.rows @ WT).reshape(R, n, L, -1)
+
+    def weight_gradient(self, A: np.ndarray) -> np.ndarray:
+        """:func:`weight_gradient` ``sum_{i,l} A_il x_il^T``: (R, M, D), stored with ``M`` fastest."""
+        R, n, L, D = self.shape
+        GT = self.cols @ A.reshape(R * n * L, -1)          # (R D, M) (dL/dW)^T
+        return GT.reshape(R, D, -1).transpose(0, 2, 1)
+
+
+def projections(W: np.ndarray, X: np.ndarray | SparseInputs) -> np.ndarray:
     """``W x_l`` for every run, sample, patch and weight row: ``(R, n, L, M)``.
 
-    ``W``: (R, M, D); ``X``: (R, n, L, D).
+    ``W``: (R, M, D); ``X``: (R, n, L, D), dense or :class:`SparseInputs`.
     """
+    if isinstance(X, SparseInputs):
+        return X.projections(W)
     R, n, L, D = X.shape
     return np.matmul(X.reshape(R, n * L, D), W.transpose(0, 2, 1)).reshape(R, n, L, -1)
 
@@ -281,14 +353,18 @@ def forward(W: np.ndarray, X: np.ndarray, layout: Layout, options: ModelOptions 
 
 def projection_gradient(fw: Forward, dL_df: np.ndarray, layout: Layout) -> np.ndarray:
     """``A = dL/dproj`` (R, n, L, M), so that ``dL/dW = sum_{i,l} A_il x_il^T``."""
-    dL_dq, dL_dk, dL_du = attend_backward(fw.att, dL_df)
+    A = np.empty(fw.proj.shape)                              # (R, n, L, M)
+    _, _, dL_du = attend_backward(fw.att, dL_df, out=(A[..., layout.Q], A[..., layout.K]))
     # dL/d(w_{V,+-1,r} x_k) = +-dL/du_k / m_v
-    return np.concatenate([dL_dq, dL_dk, dL_du[..., None] * layout.value_row], axis=-1)  # (R, n, L, M)
+    np.multiply(dL_du[..., None], layout.value_row, out=A[..., layout.V])
+    return A
 
 
-def weight_gradient(A: np.ndarray, X: np.ndarray) -> np.ndarray:
+def weight_gradient(A: np.ndarray, X: np.ndarray | SparseInputs) -> np.ndarray:
     """``dL/dW = sum_{i,l} A_il x_il^T``: (R, M, D) from ``A`` (R, n, L, M) and
-    ``X`` (R, n, L, D)."""
+    ``X`` (R, n, L, D), dense or :class:`SparseInputs`."""
+    if isinstance(X, SparseInputs):
+        return X.weight_gradient(A)
     R, n, L, M = A.shape
     return np.matmul(A.reshape(R, n * L, M).transpose(0, 2, 1), X.reshape(R, n * L, -1))
 
@@ -298,8 +374,12 @@ def weight_gradient(A: np.ndarray, X: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 def logistic_loss(margin: np.ndarray) -> np.ndarray:
-    """``log(1 + exp(-margin))`` without overflow, elementwise."""
-    return np.logaddexp(0.0, -margin)
+    """``log(1 + exp(-margin))`` without overflow, elementwise:
+    ``log1p(exp(-|margin|)) + max(-margin, 0)``, the value of ``np.logaddexp(0, -margin)``
+    to the last bit at about 3/4 of its cost."""
+    loss = np.log1p(np.exp(-np.abs(margin)))
+    loss += np.maximum(np.negative(margin), 0.0)
+    return loss
 
 
 def loss_derivative(margin: np.ndarray) -> np.ndarray:
@@ -329,9 +409,13 @@ def loss_derivative_of_batch(y: np.ndarray, margin: np.ndarray, batch: np.ndarra
 class LossAndGradient(NamedTuple):
     forward: Forward
     margin: np.ndarray    # (R, n) y_i f_i
-    loss: np.ndarray      # (R,)   training loss L
     lprime: np.ndarray    # (R, n) l'_i
     grad: np.ndarray      # (R, M, D) dL/dW
+
+    @property
+    def loss(self) -> np.ndarray:
+        """(R,) the training loss ``L`` (computed on demand: the loop reads the margins)."""
+        return logistic_loss(self.margin).mean(-1)
 
 
 def loss_and_gradient(W: np.ndarray, X: np.ndarray, y: np.ndarray, layout: Layout,
@@ -346,4 +430,4 @@ def loss_and_gradient(W: np.ndarray, X: np.ndarray, y: np.ndarray, layout: Layou
     lprime = loss_derivative(margin)
     dL_df = loss_derivative_of_batch(y, margin, batch, lprime)
     grad = weight_gradient(projection_gradient(fw, dL_df, layout), X)
-    return LossAndGradient(fw, margin, logistic_loss(margin).mean(-1), lprime, grad)
+    return LossAndGradient(fw, margin, lprime, grad)

@@ -78,6 +78,7 @@ def run_loop(engine, config: SimulationConfig, recorder: Recorder, rs: slice,
     pending: list[tuple[int, dict]] = []
     start, k = time.perf_counter(), 0
     full_batch = config.batch_size is None or config.batch_size == config.n
+    every_sample = np.ones(underflow.shape, dtype=bool)              # (R, n) a full batch
     for t in range(config.steps + 1):
         batch = None if full_batch else minibatch(seeds, t, config.n, config.batch_size)
         ev = engine.evaluate(params, batch)
@@ -86,7 +87,7 @@ def run_loop(engine, config: SimulationConfig, recorder: Recorder, rs: slice,
             _check_margins(t, margin, underflow, seeds, config)
         if k < rec_steps.size and rec_steps[k] == t:
             snap = engine.snapshot(params, ev)
-            snap["batch"] = np.ones(margin.shape, dtype=bool) if batch is None else batch
+            snap["batch"] = every_sample if batch is None else batch
             pending.append((k, snap))
             if len(pending) >= engine.block or t == config.steps:
                 _flush(engine, recorder, rs, pending)
@@ -101,13 +102,21 @@ def run_loop(engine, config: SimulationConfig, recorder: Recorder, rs: slice,
 def _flush(engine, recorder: Recorder, rs: slice, pending: list) -> None:
     """The recorded arrays of the pending records, in one vectorized pass."""
     ks = [k for k, _ in pending]
-    snaps = {name: np.stack([snap[name] for _, snap in pending]) for name in pending[0][1]}
+    if ks[-1] - ks[0] == len(ks) - 1:                               # consecutive: a slice
+        ks = slice(ks[0], ks[-1] + 1)
+    snaps = {name: _stack([snap[name] for _, snap in pending]) for name in pending[0][1]}
     margin = snaps["margin"]                                         # (K, R, n)
     recorder.write(ks, rs, {"margin": margin, "lprime": loss_derivative(margin),
                             "batch": snaps.pop("batch"),
                             "train_loss": logistic_loss(margin).mean(-1),
                             "train_error": (margin <= 0).mean(-1), **engine.record(snaps)})
     pending.clear()
+
+
+def _stack(arrays: list) -> np.ndarray:
+    """``np.stack(arrays)`` of arrays of one shape (ndim >= 1), as one concatenation:
+    np.stack's per-array Python work costs more than the copy for a block of records."""
+    return np.concatenate(arrays).reshape((len(arrays),) + arrays[0].shape)
 
 
 def _check_margins(t: int, margin: np.ndarray, underflow: np.ndarray, seeds, config) -> None:

@@ -13,7 +13,8 @@ the same machine at the same time, and the ratios are what count):
    With ``--torch`` the same table has the PyTorch autograd peer (:func:`torch_peer`):
    dense ``d``-dimensional inputs and weights, the same data and initial weights,
    checked against this simulator on the first steps before it is timed; per-step
-   time (best of its default thread count and one thread), peak RSS (its own
+   time (the mean step of a run of steps, as for the simulator; best of several runs
+   with its default thread count and with one thread), peak RSS (its own
    subprocess) and the ratio. PyTorch is the optional ``bench`` extra
    (``pip install ".[bench]"``); without it the benchmark says so.
 2. 64 seeds advanced as one vectorized batch against 64 runs one after another.
@@ -42,7 +43,8 @@ from simulator.training import train
 SIZES = (2_000, 20_000, 200_000, 1_000_000)
 BENCH = dict(n=16, s=20, m_k=10, m_v=10, n_test=500)
 TORCH_CHECK_STEPS = 3        # steps compared between the simulator and the peer
-PEER_STEPS = {2_000: 20, 20_000: 10, 200_000: 3, 1_000_000: 2}   # timed peer steps
+PEER_STEPS = {2_000: 20, 20_000: 10, 200_000: 3, 1_000_000: 2}   # timed peer steps per run
+PEER_RUNS = 3                # timed runs of PEER_STEPS steps per thread count
 
 
 def bench_config(d: int, steps: int, **changes) -> SimulationConfig:
@@ -133,14 +135,20 @@ def _peer_child(d: int, timed_steps: int) -> dict:
     loss_err = float(np.max(np.abs(np.array(losses) - ours.history["train_loss"][:-1, 0])))
     w_err = float(np.max(np.abs(W[:, cols] - ours.W[0][:, :cols.size])))
     # best of the default thread count and one thread: on a busy machine a parallel
-    # region waits for any descheduled thread, which would flatter the ratio
+    # region waits for any descheduled thread, which would flatter the ratio.
+    # The statistic is the simulator's (time_train): the mean step of a run of
+    # consecutive steps, best of several runs, after a warm-up step; the fastest single
+    # step would leave out the pauses that the simulator's mean over 999 steps includes
     times = {}
     for threads in sorted({torch.get_num_threads(), 1}, reverse=True):
         torch.set_num_threads(threads)
-        for _ in range(timed_steps):
+        step()                                                              # warm-up
+        for _ in range(PEER_RUNS):
             t0 = time.perf_counter()
-            step()
-            times[threads] = min(times.get(threads, np.inf), time.perf_counter() - t0)
+            for _ in range(timed_steps):
+                step()
+            per_step = (time.perf_counter() - t0) / timed_steps
+            times[threads] = min(times.get(threads, np.inf), per_step)
     best = min(times, key=times.get)
     return {"loss_err": loss_err, "w_err": w_err, "step": times[best], "threads": best,
             "times": {str(k): v for k, v in times.items()},
@@ -252,7 +260,8 @@ def main(*, steps: int = 1000, with_torch: bool = False) -> int:
     if peer:
         print(f"   check: losses of the first {TORCH_CHECK_STEPS} steps and the weights after "
               f"them on the trained coordinates, max abs difference (must be < 1e-10); "
-              f"torch: best of its default thread count and 1 thread (threads used: "
+              f"torch: mean step of {PEER_RUNS} runs of consecutive steps, the best run of "
+              f"its default thread count and 1 thread (threads used: "
               f"{', '.join(str(results[d]['torch_threads']) for d in SIZES)})")
 
     # 3: batching
