@@ -22,6 +22,9 @@ the same machine at the same time, and the ratios are what count):
    recording only the first and last steps.
 
 4. The main job's wall time, installed, as a user runs it.
+5. The sparse products of the step (:class:`simulator.model.SparseInputs`, a kernel
+   kept only where it earns 1.5x) against the dense products at ``n`` in
+   :data:`SPARSE_SIZES`, ``d = 10^6``.
 
 Targets, named by what they measure, are printed after the figures with ``met`` / ``NOT met``.
 """
@@ -285,6 +288,15 @@ def main(*, steps: int = 1000, with_torch: bool = False) -> int:
     job = main_job_seconds()
     print(f"4. The main job (python -m simulator run --quiet, installed): {job:.1f} s wall")
 
+    # 5: the sparse-input kernel against the plain dense products
+    print()
+    kernel = {n: sparse_kernel_ratio(n, min(steps, 400)) for n in SPARSE_SIZES}
+    print("5. The sparse products of the step (simulator.model.SparseInputs) against the dense "
+          "ones, d = 10^6, per step: " + "; ".join(
+              f"n = {n}: dense {dense * 1e3:.3f} ms, sparse {sparse * 1e3:.3f} ms "
+              f"({dense / sparse:.2f}x{'' if picked else ', not picked'})"
+              for n, (dense, sparse, picked) in kernel.items()))
+
     # targets
     print()
     print("Targets")
@@ -307,7 +319,35 @@ def main(*, steps: int = 1000, with_torch: bool = False) -> int:
     print(f"  recording: every step at most 1.5x the unrecorded step: {rec / plain:.2f}x -> "
           f"{_verdict(rec / plain <= 1.5)}")
     print(f"  main job: under 5 s wall: {job:.1f} s -> {_verdict(job < 5)}")
+    best = max(kernel, key=lambda n: kernel[n][0] / kernel[n][1])
+    print(f"  sparse kernel: at least 1.5x the dense products on a case it is picked for: "
+          f"{kernel[best][0] / kernel[best][1]:.2f}x at n = {best} -> "
+          f"{_verdict(kernel[best][2] and kernel[best][0] / kernel[best][1] >= 1.5)}")
     return 0
+
+
+SPARSE_SIZES = (16, 32, 64)
+"""Sample counts at which :func:`sparse_kernel_ratio` is measured (``s = 20``)."""
+
+
+def sparse_kernel_ratio(n: int, steps: int) -> tuple[float, float, bool]:
+    """Seconds per step of the benchmark config at ``d = 10^6`` and ``n`` samples with the
+    dense products and with :class:`~simulator.model.SparseInputs` (each forced), and
+    whether :func:`simulator.full.training_inputs` picks the sparse ones there."""
+    import simulator.full as full  # noqa: PLC0415
+
+    config = bench_config(1_000_000, steps, n=n)
+    problem = build_problem(config)
+    picked = isinstance(full.training_inputs(problem.X, problem.layout.M), full.SparseInputs)
+    saved = full.SPARSE_MIN_WORK, full.SPARSE_MAX_DENSITY
+    try:
+        full.SPARSE_MIN_WORK, full.SPARSE_MAX_DENSITY = 0, 1.0            # always sparse
+        sparse = time_train(config, repeats=3)
+        full.SPARSE_MIN_WORK = 10 ** 30                                     # never sparse
+        dense = time_train(config, repeats=3)
+    finally:
+        full.SPARSE_MIN_WORK, full.SPARSE_MAX_DENSITY = saved
+    return dense, sparse, picked
 
 
 def main_job_seconds() -> float:
