@@ -56,11 +56,15 @@ def bench_config(d: int, steps: int, **changes) -> SimulationConfig:
 
 
 
-def time_train(config: SimulationConfig, repeats: int = 3) -> float:
-    """Best-of-``repeats`` seconds per step of :func:`train` on a prebuilt problem.
-    Set-up and the two records (first and last step) are removed by subtracting a
-    1-step run, which has the same set-up and records."""
-    problem = build_problem(config)
+ROUNDS = 4
+"""Rounds of the interleaved per-step timings of table 1."""
+
+
+def time_train(config: SimulationConfig, repeats: int = 3, problem=None) -> float:
+    """Best-of-``repeats`` seconds per step of :func:`train` on a prebuilt problem
+    (``problem``, or built here). Set-up and the two records (first and last step) are
+    removed by subtracting a 1-step run, which has the same set-up and records."""
+    problem = build_problem(config) if problem is None else problem
     one = config.replace(steps=1, record_every=1)
     best = np.inf
     for _ in range(repeats):
@@ -244,8 +248,17 @@ def main(*, steps: int = 1000, with_torch: bool = False) -> int:
         head += f" {'torch ms/step':>14} {'torch RSS MiB':>14} {'ratio':>8} {'check':>18}"
     print(head)
     results = {}
+    # best of ROUNDS rounds over the sizes, interleaved: a slow spell of the host (the
+    # figures of one size swing by 30% from second to second on a shared VM) then costs
+    # one round of each size, not every timing of one
+    step_times = {d: np.inf for d in SIZES}
+    problems = {d: build_problem(bench_config(d, steps)) for d in SIZES}
+    for _ in range(ROUNDS):
+        for d in SIZES:
+            step_times[d] = min(step_times[d], time_train(bench_config(d, steps), repeats=2,
+                                                          problem=problems[d]))
     for d in SIZES:
-        per_step = time_train(bench_config(d, steps), repeats=5)
+        per_step = step_times[d]
         mem = {**_in_subprocess("_memory_child", d=d, steps=steps, trace=True),
                **_in_subprocess("_memory_child", d=d, steps=steps, trace=False)}
         row = (f"{d:>9} {per_step * 1e3:>12.4f} {per_step * steps:>14.3f} {mem['build_mb']:>10.1f} "
