@@ -54,6 +54,8 @@ class Quantities:
         sample, full batches).
     alpha : float
         Feature noise: the noise patches are ``xi_ij - alpha y_i mu``.
+    score_scale : float
+        ``tau``: the scores are ``z_lk = tau <q_l, k_k>`` (:meth:`scores`).
     """
 
     step: np.ndarray
@@ -76,6 +78,7 @@ class Quantities:
     S: np.ndarray | None = None
     batch: np.ndarray | None = None
     alpha: float = 0.0
+    score_scale: float = 1.0
 
     @property
     def R(self) -> int:
@@ -138,14 +141,16 @@ class Quantities:
         return a + b
 
     def scores(self, k: int | slice = slice(None)) -> np.ndarray:
-        """Unscaled attention scores ``<q_l, k_k>`` (T, R, n, L, L) from section 9
-        (disjoint supports): ``z_11 = sum_s Qs Ks``, ``z_12 = sum_s Qs Kn_si``,
-        ``z_21 = sum_s Qn_si Ks``, ``z_22 = sum_s Qn_si Kn_si`` (and so on for more
-        patches). ``k`` selects records (an int keeps a length-1 T axis)."""
+        """Attention scores ``z_lk = tau <q_l, k_k>`` (T, R, n, L, L) from section 9
+        (disjoint supports): ``z_11 = tau sum_s Qs Ks``, ``z_12 = tau sum_s Qs Kn_si``,
+        ``z_21 = tau sum_s Qn_si Ks``, ``z_22 = tau sum_s Qn_si Kn_si`` (and so on for
+        more patches; clean labels, no feature noise). ``k`` selects records (an int
+        keeps a length-1 T axis)."""
         sel = slice(k, k + 1) if isinstance(k, (int, np.integer)) and k != -1 else \
             (slice(-1, None) if k == -1 else k)
         Q, K, _ = self.patch_stack(sel)
-        return np.matmul(Q, np.swapaxes(K, -1, -2))
+        z = np.matmul(Q, np.swapaxes(K, -1, -2))
+        return z * self.score_scale if self.score_scale != 1.0 else z
 
 
 def recorded(history: History, name: str, default) -> np.ndarray:
@@ -170,4 +175,5 @@ def quantities(history: History) -> Quantities:
         lprime=history["lprime"], xi_l1=history["xi_l1"], clean=clean,
         shared=shared, eta=float(cfg.eta), mu_norm=float(cfg.mu_norm), S=S,
         batch=history["batch"] if "batch" in history else None,
-        alpha=float(getattr(cfg, "feature_noise", 0.0)))
+        alpha=float(getattr(cfg, "feature_noise", 0.0)),
+        score_scale=float(getattr(cfg, "score_scale", 1.0)))

@@ -284,3 +284,21 @@ def test_variant_reports_check_the_laws_and_say_why_the_rest_does_not_apply(vari
     summary = run_summary(h)[0]
     assert summary["analysis_error"] == "" and set(SUMMARY_KEYS) <= set(summary)
     assert summary["law3_mismatches"] == 0 and summary["law3_checked"] > 0
+
+
+def test_the_regime_reads_the_scores_the_model_computes():
+    """With a score scale tau the scores are tau <q, k> everywhere, the regime's
+    "max initial |z_lk|" included: tau = 0.3 gives 0.3 times the unscaled value, which
+    equals the recorded softmax's own score gap."""
+    from analysis.quantities import quantities
+    from analysis.regime import conditions
+
+    base = dict(**REDUCED, steps=5, record_every=1)
+    plain, scaled = (run(SimulationConfig(**base, score_scale=tau)) for tau in (1.0, 0.3))
+    z = {name: next(c.value for c in conditions(h, quantities(h)) if c.name == "max initial |z_lk|")
+         for name, h in (("plain", plain), ("scaled", scaled))}
+    np.testing.assert_allclose(z["scaled"], 0.3 * z["plain"], rtol=1e-12)
+    q = quantities(scaled)
+    Z = q.scores(0)[0]                                               # (R, n, 2, 2)
+    S = scaled["softmax"][0]
+    np.testing.assert_allclose(S[..., 1], 1 / (1 + np.exp(Z[..., 0] - Z[..., 1])), rtol=1e-10)
