@@ -44,6 +44,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .errors import ConfigError
+
 #: name -> optimizer class, in registration order.
 REGISTRY: dict[str, type["Optimizer"]] = {}
 
@@ -183,7 +185,6 @@ def make_optimizer(config) -> Optimizer:
     try:
         cls = REGISTRY[config.optimizer]
     except KeyError:
-        from .config import ConfigError
         raise ConfigError(f"optimizer must be one of {', '.join(REGISTRY)}; "
                           f"got {config.optimizer!r}") from None
     hyper = {key: getattr(config, key) for key in cls.defaults

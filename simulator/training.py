@@ -32,7 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import SimulationConfig, check_memory
+from .config import SimulationConfig
+from .memory import check_memory
 from .data import minibatch
 from .history import History, NonFiniteError, Recorder, nonfinite_hint
 from .model import logistic_loss, loss_derivative
@@ -170,7 +171,7 @@ def train(config: SimulationConfig, *, progress: bool = False, problem=None) -> 
     ReductionError
         When ``engine='reduced'`` and the reduction is not exact for ``config``.
     ConfigError
-        When the run would not fit in memory (:func:`~simulator.config.check_memory`).
+        When the run would not fit in memory (:func:`~simulator.memory.check_memory`).
     """
     if problem is None:
         check_memory(config)                 # refuse before allocating (one line)

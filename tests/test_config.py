@@ -187,7 +187,7 @@ def test_config_file_that_is_a_directory(tmp_path):
 
 
 def test_estimated_bytes_grows_with_each_size():
-    from simulator.config import estimated_bytes
+    from simulator.memory import estimated_bytes
 
     base = SimulationConfig()
     for name, bigger in [("n_test", 5000), ("d", 10**6), ("n", 80), ("n_seeds", 10),
@@ -211,14 +211,14 @@ def test_estimated_bytes_grows_with_each_size():
     (dict(n=10**4, s=1000, d=10**9), r"^n=10000 needs about 1\.8 TB .*; lower n$"),
 ])
 def test_check_memory_names_the_dominant_field(changes, match):
-    from simulator.config import check_memory
+    from simulator.memory import check_memory
 
     with pytest.raises(ConfigError, match=match):
         check_memory(SimulationConfig(**changes), limit=20 * 10**9)
 
 
 def test_check_memory_passes_the_default_and_returns_the_estimate():
-    from simulator.config import check_memory, estimated_bytes
+    from simulator.memory import check_memory, estimated_bytes
 
     cfg = SimulationConfig()
     assert check_memory(cfg, limit=10**9) == estimated_bytes(cfg) < 10**8
@@ -227,14 +227,14 @@ def test_check_memory_passes_the_default_and_returns_the_estimate():
 @pytest.mark.parametrize("env, expected", [("12GB", 12 * 10**9), ("500 MB", 5 * 10**8),
                                            ("8e9", 8 * 10**9), ("none", None), ("2k", 2000)])
 def test_memory_limit_from_the_environment(monkeypatch, env, expected):
-    from simulator.config import memory_limit
+    from simulator.memory import memory_limit
 
     monkeypatch.setenv("SIGNGD_MEMORY_LIMIT", env)
     assert memory_limit() == expected
 
 
 def test_bad_memory_limit_in_the_environment(monkeypatch):
-    from simulator.config import memory_limit
+    from simulator.memory import memory_limit
 
     monkeypatch.setenv("SIGNGD_MEMORY_LIMIT", "lots")
     with pytest.raises(ConfigError, match=r"^SIGNGD_MEMORY_LIMIT must be a number of bytes such as "
@@ -243,7 +243,7 @@ def test_bad_memory_limit_in_the_environment(monkeypatch):
 
 
 def test_default_memory_limit_is_a_fraction_of_the_machine(monkeypatch):
-    from simulator.config import _physical_memory, memory_limit
+    from simulator.memory import _physical_memory, memory_limit
 
     monkeypatch.delenv("SIGNGD_MEMORY_LIMIT", raising=False)
     total = _physical_memory()

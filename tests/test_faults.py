@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 
 from simulator import rundir
 from simulator.config import (COORDINATES, ENGINES, NOISE_KINDS, OPTIMIZERS, REDUCED_INITS,
-                              SIGNAL_POSITIONS, ConfigError, SimulationConfig, check_memory,
-                              estimated_bytes)
+                              SIGNAL_POSITIONS, ConfigError, SimulationConfig)
+from simulator.memory import check_memory, estimated_bytes
 from simulator.progress import Progress
 from simulator.rundir import (MissingManifestError, RunDirError, add_to_run_dir, read_manifest,
                               read_run_dir, verify_run_dir, write_run_dir)
