@@ -7,24 +7,25 @@ feature noise ``alpha = 0.2`` (the noise patch ``xi - alpha y mu``), mini-batche
 4 of the 8 samples, and inputs of 3 and 4 patches (2 and 3 noise patches). For each, SignGD and Adam train the same data and initial state
 (the reduced engine, exact for every variant; ``--engine full`` gives the same
 numbers to about 1e-13), and the example prints the stage times ``T1 .. T4``, the
-final training and test losses, the test margins, and Adam's distance from SignGD.
+final training and test losses, the test margins, Adam's distance from SignGD, and
+SignGD against GD at a point of claim 4.
 
 Run::
 
     python examples/variants.py            # 6000 steps, about 40 s on 2 cores
-    python examples/variants.py --quick    # 3000 steps, SignGD only; about 8 s
+    python examples/variants.py --quick    # 3000 steps, no Adam; about 15 s
 
 A correct run prints one row per variant (the reduced engine's data-free start, so
 the stage times differ from the full engine's default run). Measured (full run)::
 
-    variant              T1   T2    T3    T4  train loss  test loss  train margin  test margin  Adam train  Adam test
-    default              20   77   284  1389    7.77e-06     0.6789         14.14       0.0288    5.44e-03     0.6897
-    tau = 1/sqrt(m_k)    20   77   284  2451    1.31e-05     0.6789         13.28       0.0288    5.53e-03     0.6898
-    mean pooling         20   77   286  1389    1.96e-03     0.6860          7.07       0.0144    1.98e-02     0.6900
-    feature noise 0.2    20   77   286  1390    7.84e-06     0.6818         14.13       0.0228    5.44e-03     0.6916
-    mini-batch 4 of 8    40  160   868  2822    2.48e-03     0.6789          6.61       0.0288    1.07e-02     0.6885
-    3 patches             5  n/a   n/a   n/a    2.41e-11     0.6785         30.13       0.0296    1.07e-03     0.6919
-    4 patches            17  n/a   n/a   n/a    2.82e-15     0.6778         42.47       0.0309    4.33e-04     0.6918
+    variant              T1   T2    T3    T4  train loss  test loss  train margin  test margin  Adam train  Adam test  SignGD|GD matched
+    default              20   77   284  1389    7.77e-06     0.6789         14.14       0.0288    5.44e-03     0.6897     0.540|0.131
+    tau = 1/sqrt(m_k)    20   77   284  2451    1.31e-05     0.6789         13.28       0.0288    5.53e-03     0.6898     0.515|0.131
+    mean pooling         20   77   286  1389    1.96e-03     0.6860          7.07       0.0144    1.98e-02     0.6900     0.577|0.133
+    feature noise 0.2    20   77   286  1390    7.84e-06     0.6818         14.13       0.0228    5.44e-03     0.6916     0.609|0.144
+    mini-batch 4 of 8    40  160   868  2822    2.48e-03     0.6789          6.61       0.0288    1.07e-02     0.6885     0.473|0.130
+    3 patches             5  n/a   n/a   n/a    2.41e-11     0.6785         30.13       0.0296    1.07e-03     0.6919     0.588|0.167
+    4 patches            17  n/a   n/a   n/a    2.82e-15     0.6778         42.47       0.0309    4.33e-04     0.6918     0.627|0.212
 
 What the numbers say: the four stages and the claims survive every variant.
 ``T1`` and ``T2`` follow from laws 1-4, which a score scale and pooling do not change
@@ -44,7 +45,11 @@ on its own key, so the training margin grows about ``L - 1`` times as fast (14.1
 ``n/a`` there (``T1``, every value noise above the value signal, is read directly;
 it differs because the data-free start draws other noise for more patches). In every
 variant the training loss converges while the test loss stays near ``log 2`` (claims
-1 and 2), and Adam's losses stay close to SignGD's (claim 3). Figure:
+1 and 2), Adam's losses stay close to SignGD's (claim 3), and at a point between the
+two lines of claim 4 (``||mu|| = 3.2, s = 16``: GD's line is at 1.4, the sign methods'
+at 12.8) GD generalizes and SignGD does not, compared at the same training loss 0.1
+(matched test loss 0.13-0.21 against 0.47-0.63; ``examples/gd_vs_signgd.py`` draws
+the whole phase diagram). Figure:
 ``examples/output/variants/variants.png`` (the first noise query's attention on the
 signal, ``s_{i,21}``, per variant, with ``T4`` marked).
 """
@@ -73,6 +78,35 @@ VARIANTS = {
     "4 patches": {"n_patches": 4},
 }
 BASE = dict(engine="reduced", reduced_init="distribution", d=10**9, n_test=200)
+
+#: Claim 4 (sign methods need cleaner data than GD): a point between the two lines of
+#: ``examples/gd_vs_signgd.py``, ``sigma_p sqrt(s / n) = 1.4 < ||mu|| = 3.2 <
+#: s sigma_p sqrt(2 / pi) = 12.8``, where GD generalizes and SignGD does not; the two
+#: are compared at the same training loss (MATCH), every 2nd step recorded.
+CLAIM4 = dict(BASE, s=16, mu_norm=3.2, n_test=500, steps=800, record_every=2)
+MATCH = 0.1
+GENERALIZES = math.log(2) / 2
+"""A matched test loss below this: the run generalizes (as in examples/gd_vs_signgd.py)."""
+
+
+def claim4_learning_rate(config: SimulationConfig) -> float:
+    """``eta`` reaching the matched training loss in about 100-300 steps (as in
+    ``examples/gd_vs_signgd.py``, with ``P = L - 1`` noise patches a sample): SignGD
+    ``3 / (600 (||mu|| + P E||xi||_1))``, GD ``0.05 n m_v / (P E||xi||_2^2 + n ||mu||^2)``."""
+    P, mu, s = config.n_patches - 1, config.mu_norm, config.s
+    if config.optimizer == "gd":
+        return 0.05 * config.n * config.m_v / (P * s + config.n * mu ** 2)
+    return 3.0 / (600.0 * (mu + P * s * math.sqrt(2 / math.pi)))
+
+
+def matched_test_loss(config: SimulationConfig) -> float:
+    """The test loss at the first record whose training loss is at most MATCH."""
+    config = config.replace(eta=claim4_learning_rate(config))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        h = run(config)
+    reached = np.flatnonzero(h["train_loss"][:, 0] <= MATCH)
+    return float(h["test_loss"][reached[0], 0]) if reached.size else math.nan
 
 
 def one(config: SimulationConfig) -> dict:
@@ -109,11 +143,14 @@ def main(argv: list[str] | None = None) -> dict:
         res = {"signgd": one(cfg)}
         if not args.quick:
             res["adam"] = one(cfg.replace(optimizer="adam"))
+        point = SimulationConfig(**CLAIM4).replace(**change)
+        res["claim4"] = {opt: matched_test_loss(point.replace(optimizer=opt)) for opt in ("signgd", "gd")}
         results[name] = res
 
     print(f"{'variant':18s} {'T1':>4s} {'T2':>4s} {'T3':>5s} {'T4':>5s} {'train loss':>11s} "
           f"{'test loss':>10s} {'train margin':>13s} {'test margin':>12s}"
-          + ("" if args.quick else f" {'Adam train':>11s} {'Adam test':>10s}"))
+          + ("" if args.quick else f" {'Adam train':>11s} {'Adam test':>10s}")
+          + f" {'SignGD|GD matched':>18s}")
     for name, res in results.items():
         r = res["signgd"]
         fmt = lambda t: "n/a" if t is None else "never" if not math.isfinite(t) else f"{t:.0f}"   # noqa: E731
@@ -121,10 +158,13 @@ def main(argv: list[str] | None = None) -> dict:
               f"{fmt(r['T4']):>5s} {r['train_loss']:>11.2e} {r['test_loss']:>10.4f} "
               f"{r['train_margin']:>13.2f} {r['test_margin']:>12.4f}"
               + ("" if args.quick else f" {res['adam']['train_loss']:>11.2e} "
-                                        f"{res['adam']['test_loss']:>10.4f}"))
+                                        f"{res['adam']['test_loss']:>10.4f}")
+              + f" {res['claim4']['signgd']:>9.3f}|{res['claim4']['gd']:.3f}")
     print(f"({steps} steps, eta 5e-5, reduced engine; margins: median training margin and "
           "mean test margin at the end; Adam (0.9, 0.999): its final losses; n/a: the stage "
-          "detection is for two patches)")
+          "detection is for two patches; SignGD|GD matched: test losses at training loss "
+          f"{MATCH:g}, ||mu|| = 3.2, s = 16, between the two lines of claim 4; below "
+          f"{GENERALIZES:.3f} generalizes)")
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.8))
