@@ -98,6 +98,14 @@ def _notes(report: dict, run: int = 0) -> list[str]:
                      "h_ij = eta ||xi_ij||_1, and laws 3-6 take their L-patch form: the sign of "
                      "sum_k A_lk K_k and sum_l A_lk Q_l, A_lk = s_lk sum_k' s_lk' (u_k - u_k') "
                      "(analysis.laws.drives); the two-patch titles above are their L = 2 case")
+    if cfg.get("feature_noise"):
+        notes.append(f"feature noise alpha = {cfg['feature_noise']:g}: the laws take the noise "
+                     "patch's projections (Vn - alpha Vs, Qn - alpha Qs, Kn - alpha Ks) inside the "
+                     "signs, and laws 1, 5, 6 subtract alpha times the noise patches' votes "
+                     "(docs/theory.md section 5)")
+    if cfg.get("batch_size") not in (None, cfg["n"]):
+        notes.append(f"mini-batches of {cfg['batch_size']}: laws 2-4 hold for the samples of "
+                     "each step's batch, the others do not move, and laws 1, 5, 6 vote over the batch")
     if report["records"] != "every step":
         notes.append(f"records are {report['records']}: a predicted step is compared with the "
                      "first record at or after it; claims needing every step are not applicable")
