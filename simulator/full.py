@@ -97,7 +97,7 @@ class FullEngine:
         self.test = test_columns(problem)
         self._held_out = [self._held_out_inputs(r) for r in range(self.R)]
         n_test, M, n, L = problem.test_y.shape[1], self.layout.M, problem.y.shape[1], self.L
-        touched = max((h[1][0].size if h else problem.test_y.shape[1]) for h in self._held_out)
+        touched = max((h[1][2].size if h else problem.test_y.shape[1]) for h in self._held_out)
         # working memory of a record in a block: the touched test inputs' projections
         # (about 4 copies), the fixed ones' scores (about 8), the snapshot
         per_record = 4 * touched * L * M + 8 * L * L * n_test + 2 * n * L * M
@@ -137,14 +137,14 @@ class FullEngine:
 
     def snapshot(self, W: np.ndarray, ev: LossAndGradient) -> dict[str, np.ndarray]:
         """What a record needs: the step's margins, projections and softmax (fresh
-        arrays of this evaluation), ``W mu`` and the test inputs' columns (copies)."""
-        problem = self.problem
-        if problem.signal_direction is None:                             # W mu / ||mu|| = W e_0
-            w_signal = W[:, :, 0].copy()                                 # (R, M)
-        else:
-            w_signal = np.einsum("rmd,rd->rm", W, problem.signal_direction)
-        return {"margin": ev.margin, "proj": ev.forward.proj, "S": ev.forward.att.S,
-                "w_signal": w_signal, "cols": self.held_out_snapshot(W)}
+        arrays of this evaluation) and the columns of ``W`` the test inputs touch (a
+        copy; column 0 is ``W e_0``, the signal direction), with ``W mu`` for a general
+        ``mu`` (digits)."""
+        snap = {"margin": ev.margin, "proj": ev.forward.proj, "S": ev.forward.att.S,
+                "cols": self.held_out_snapshot(W)}       # column 0 of cols is W e_0 = W mu / ||mu||
+        if self.problem.signal_direction is not None:                    # W mu, a general mu
+            snap["w_signal"] = np.einsum("rmd,rd->rm", W, self.problem.signal_direction)
+        return snap
 
     def record(self, snaps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The section-4 quantities, the softmax in (signal, noise) order and the test
@@ -157,7 +157,8 @@ class FullEngine:
         """
         problem, lay = self.problem, self.layout
         mu = problem.config.mu_norm if problem.signal_direction is None else 1.0
-        proj, S, w_signal = snaps["proj"], snaps["S"], snaps["w_signal"]  # (K, R, n, L, M) ...
+        proj, S = snaps["proj"], snaps["S"]                              # (K, R, n, L, M) ...
+        w_signal = snaps["w_signal"] if "w_signal" in snaps else snaps["cols"][..., 0]   # (K, R, M)
         K, R, n, L, M = proj.shape
         if self.signal_first and L == 2:
             noise_proj = proj[:, :, :, 1:, :]                            # (K, R, n, 1, M)
@@ -231,7 +232,21 @@ class FullEngine:
         inputs = (p[None, :, lay.Q], p[None, :, lay.K],
                   (p[:, lay.V] @ lay.value_row)[None], c[None, fixed])
         touched = np.flatnonzero(~fixed)
-        return inputs, (touched, y_clean[touched], c[touched], self.test.noise[r][touched])
+        # the touched inputs' noise in the signal frame, y_clean xi, and its frozen part
+        # W_0 y_clean xi on the rows the margins read: [Q; K; value row]
+        noise = (sp.diags(y_clean[touched]) @ self.test.noise[r][touched]).tocsr()
+        frozen = self._qku_rows(y_clean[touched, None] * problem.test_frozen[r][touched])
+        return inputs, (noise, frozen, c[touched])
+
+    def _qku_rows(self, P: np.ndarray) -> np.ndarray:
+        """The rows of projections ``P`` (..., M, X) or weights that the margins read:
+        ``[Q (m_k); K (m_k); u = value_row . V]`` on axis -2, ``(..., 2 m_k + 1, X)``; for
+        ``P`` (n, M) (projections as rows), ``(n, 2 m_k + 1)``."""
+        lay = self.layout
+        if P.ndim == 2:                                                  # (n, M) projections
+            return np.concatenate([P[:, :2 * lay.m_k], (P[:, lay.V] @ lay.value_row)[:, None]], 1)
+        u = np.einsum("m,...mx->...x", lay.value_row, P[..., lay.V, :])[..., None, :]
+        return np.concatenate([P[..., :2 * lay.m_k, :], u], axis=-2)
 
     def held_out_metrics(self, snaps: np.ndarray) -> dict[str, np.ndarray]:
         """Test loss, error and margin statistics ``(K, R)`` of ``K`` snapshots
@@ -248,18 +263,19 @@ class FullEngine:
                 proj = self.held_out_projections(snaps, r)
                 margin = self.problem.test_y[r] * forward_from_projections(proj, lay, self.options).f
             else:
-                fixed, (touched, y_clean, c, noise) = self._held_out[r]
+                fixed, (noise, frozen, c) = self._held_out[r]
                 w0 = snaps[:, r, None, :, 0]                             # (K, 1, M): W e_0
                 Qs, Ks = mu * w0[..., lay.Q], mu * w0[..., lay.K]
                 Vs = mu * (w0[..., lay.V] @ lay.value_row)                # (K, 1)
                 parts = [held_out_margins(Qs, Ks, Vs, *fixed, options=self.options)]
-                if touched.size:
-                    pn = self._noise_projections(noise, snaps, r, touched)          # (K, n_T, M)
-                    pn *= y_clean[:, None]                                         # signal frame
-                    un = pn[..., lay.V] @ lay.value_row
-                    parts.append(held_out_margins(Qs, Ks, Vs, pn[:, None, :, lay.Q],
-                                                  pn[:, None, :, lay.K], un[:, None], c[None],
-                                                  options=self.options))
+                if c.size:                                               # touched inputs
+                    rows = self._qku_rows(snaps[:, r])                   # (K, 2 m_k + 1, C)
+                    pn = self._column_products(noise, rows[:, None], 0)  # (K, n_T, 2 m_k + 1)
+                    pn += frozen                                         # y_c W xi, signal frame
+                    m_k = lay.m_k
+                    parts.append(held_out_margins(Qs, Ks, Vs, pn[:, None, :, :m_k],
+                                                  pn[:, None, :, m_k:2 * m_k], pn[:, None, :, -1],
+                                                  c[None], options=self.options))
                 margin = np.concatenate(parts, axis=-1)[:, 0]                      # (K, n_test)
             for name, value in held_out_statistics(margin).items():
                 out.setdefault(name, np.empty((K, R)))[:, r] = value
