@@ -210,12 +210,8 @@ def check_laws(q: Quantities, *, tol: float = 1e-9) -> LawReport:
     lp = np.abs(q.lprime[a]) * batch                              # (A, R, n) 0 off the batch
     on = np.tile(batch, (1, 1, L - 1))                            # (A, R, noise) patch in the batch
 
-    def noise_rows(x):                                            # (A, R, n, P, ...) -> noise axis last
-        x = np.moveaxis(x, 3, -1) if x.ndim == 5 else x           # (A, R, n, m_k, P)
-        x = np.swapaxes(x, 2, -1)                                 # (A, R, P, [m_k,] n)
-        if x.ndim == 5:
-            x = np.moveaxis(x, 3, 2)                              # (A, R, m_k, P, n)
-        return x.reshape(x.shape[:-2] + (x.shape[-2] * x.shape[-1],))   # patch-major j n + i
+    def noise_rows(x):      # (A, R, n, P[, m_k]) -> (A, R[, m_k], noise), patch-major j n + i
+        return q.noise_axis(np.moveaxis(x, 4, 2) if x.ndim == 5 else x)
 
     sample_code = np.zeros((A, R, n), np.int8)
     sample_code[((q.lprime[a] == 0) | (S == 0).any((-1, -2))) & batch] = UNDERFLOW
@@ -227,18 +223,17 @@ def check_laws(q: Quantities, *, tol: float = 1e-9) -> LawReport:
     results: dict[int, LawResult] = {}
 
     def signal_vote(x, scale):
-        """``sum_i w_i (x_0 - alpha sum_j x_j)`` over the samples (coordinate 0 is in the
-        signal patch and, times ``-alpha``, in every noise patch) and its scale."""
-        own, noise = x[:, :, :, 0], x[:, :, :, 1:].sum(3)
-        terms = lp[..., None] * (scale[:, :, :, 0] + alpha * scale[:, :, :, 1:].sum(3)) \
-            if x.ndim == 5 else lp * (scale[..., 0] + alpha * scale[..., 1:].sum(-1))
-        w = lp[..., None] if x.ndim == 5 else lp
-        return (w * (own - alpha * noise)).sum(2), terms
+        """``sum_i |l'_i| (x_i0 - alpha sum_j x_ij)`` over the samples for ``x`` (A, R, n,
+        L, X) (coordinate 0 is in the signal patch and, times ``-alpha``, in every noise
+        patch), and its terms' sizes (A, R, n, X) from ``scale``."""
+        w = lp[..., None]
+        terms = w * (scale[:, :, :, 0] + alpha * scale[:, :, :, 1:].sum(3))
+        return (w * (x[:, :, :, 0] - alpha * x[:, :, :, 1:].sum(3))).sum(2), terms
 
     # law 1: dVs = 2 eta ||mu|| sign(sum_i |l'_i| (sum_l s_l0 - alpha sum_j sum_l s_lj)),
     # which is +1 without feature noise
-    col = S.sum(-2)                                               # (A, R, n, L) sum_l s_i,lk
-    vote1, terms1 = signal_vote(col, col)
+    col = S.sum(-2)[..., None]                                    # (A, R, n, L, 1) sum_l s_i,lk
+    vote1, terms1 = (x[..., 0] for x in signal_vote(col, col))
     v1, amb1 = _sign(vote1, terms1.sum(2))
     ex1 = np.zeros((A, R), np.int8)
     ex1[(terms1 / n * mu).max(-1) < TINY] = UNDERFLOW

@@ -98,6 +98,10 @@ class Quantities:
         """A noise array ``(..., noise)`` as ``(..., n, L - 1)``: sample, then its patches."""
         return np.swapaxes(a.reshape(a.shape[:-1] + (self.n_patches - 1, self.n)), -1, -2)
 
+    def noise_axis(self, a: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`per_sample`: ``(..., n, L - 1)`` as ``(..., noise)``."""
+        return np.swapaxes(a, -1, -2).reshape(a.shape[:-2] + (a.shape[-2] * a.shape[-1],))
+
     def patch_stack(self, k=slice(None)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The projections of every patch of every sample at records ``k``, signal first:
         ``Q, K`` (T, R, n, L, m_k) (``Qs_s`` then ``Qn_sij``, ...) and ``u`` (T, R, n, L)
