@@ -235,16 +235,13 @@ class FullEngine:
         # the touched inputs' noise in the signal frame, y_clean xi, and its frozen part
         # W_0 y_clean xi on the rows the margins read: [Q; K; value row]
         noise = (sp.diags(y_clean[touched]) @ self.test.noise[r][touched]).tocsr()
-        frozen = self._qku_rows(y_clean[touched, None] * problem.test_frozen[r][touched])
+        frozen = self._qku_rows((y_clean[touched, None] * problem.test_frozen[r][touched]).T).T
         return inputs, (noise, frozen, c[touched])
 
     def _qku_rows(self, P: np.ndarray) -> np.ndarray:
-        """The rows of projections ``P`` (..., M, X) or weights that the margins read:
-        ``[Q (m_k); K (m_k); u = value_row . V]`` on axis -2, ``(..., 2 m_k + 1, X)``; for
-        ``P`` (n, M) (projections as rows), ``(n, 2 m_k + 1)``."""
+        """The rows of weights or projections ``P`` (..., M, X) that the margins read:
+        ``[Q (m_k); K (m_k); u = value_row . V]`` on axis -2, ``(..., 2 m_k + 1, X)``."""
         lay = self.layout
-        if P.ndim == 2:                                                  # (n, M) projections
-            return np.concatenate([P[:, :2 * lay.m_k], (P[:, lay.V] @ lay.value_row)[:, None]], 1)
         u = np.einsum("m,...mx->...x", lay.value_row, P[..., lay.V, :])[..., None, :]
         return np.concatenate([P[..., :2 * lay.m_k, :], u], axis=-2)
 
