@@ -224,16 +224,18 @@ def figure_names(history: History) -> list[str]:
 
 
 def figure_files(history: History, **stages_options) -> dict[str, bytes]:
-    """The bytes of the report's figures (:func:`figure_names`) of ``history``."""
+    """The bytes of the report's figures (:func:`figure_names`) of ``history``;
+    ``stages_options`` go to the stages figure."""
     import tempfile
 
     from .figures import save_loss_figure, save_patches_figure, save_stages_figure
 
-    first = ((STAGES_PNG, lambda h, p: save_stages_figure(h, p, **stages_options))
-             if history.config.n_patches == 2 else (PATCHES_PNG, save_patches_figure))
+    savers = {STAGES_PNG: lambda h, p: save_stages_figure(h, p, **stages_options),
+              PATCHES_PNG: save_patches_figure, LOSS_PNG: save_loss_figure}
     files = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, save in (first, (LOSS_PNG, save_loss_figure)):
+        for name in figure_names(history):
+            save = savers[name]
             save(history, Path(tmp) / name)
             if (Path(tmp) / name).is_file():
                 files[name] = (Path(tmp) / name).read_bytes()

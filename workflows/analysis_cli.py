@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from analysis.report import add_files, figure_files, figure_names
         history = _load(args.run_dir)
-        options = dict(neuron=args.neuron, color_step=args.color_step) if history.config.n_patches == 2 else {}
-        add_files(args.run_dir, history, figure_files(history, **options))
+        add_files(args.run_dir, history, figure_files(history, neuron=args.neuron,
+                                                      color_step=args.color_step))
         first, *rest = figure_names(history)
         print(f"wrote {Path(args.run_dir) / first}, {', '.join(rest)}")
         return 0
