@@ -96,11 +96,12 @@ def gd_ratio(mu: float, s: float) -> float:
     return N * mu ** 2 / xi_l2sq(s)
 
 
-def learning_rate(optimizer: str, mu: float, s: float) -> float:
-    """Per-point ``eta`` reaching the target training loss in about 100-300 steps."""
+def learning_rate(optimizer: str, mu: float, s: float, noise_patches: int = 1) -> float:
+    """Per-point ``eta`` reaching the target training loss in about 100-300 steps
+    (``noise_patches`` noise patches a sample, each of sparsity ``s``)."""
     if optimizer == "gd":
-        return 0.05 * N * M_V / (xi_l2sq(s) + N * mu ** 2)
-    return 3.0 / (600.0 * (mu + xi_l1(s)))
+        return 0.05 * N * M_V / (noise_patches * xi_l2sq(s) + N * mu ** 2)
+    return 3.0 / (600.0 * (mu + noise_patches * xi_l1(s)))
 
 
 def grid(quick: bool) -> tuple[list[float], list[int]]:

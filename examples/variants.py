@@ -63,6 +63,7 @@ import warnings
 import numpy as np
 
 from _common import parser, pyplot, save_figure
+from gd_vs_signgd import GENERALIZES, TARGET as MATCH, learning_rate
 
 from analysis import detect_stages, quantities
 from simulator import SimulationConfig, run
@@ -82,26 +83,16 @@ BASE = dict(engine="reduced", reduced_init="distribution", d=10**9, n_test=200)
 #: Claim 4 (sign methods need cleaner data than GD): a point between the two lines of
 #: ``examples/gd_vs_signgd.py``, ``sigma_p sqrt(s / n) = 1.4 < ||mu|| = 3.2 <
 #: s sigma_p sqrt(2 / pi) = 12.8``, where GD generalizes and SignGD does not; the two
-#: are compared at the same training loss (MATCH), every 2nd step recorded.
+#: are compared at the same training loss (MATCH, the target of that example; a
+#: matched test loss below GENERALIZES: the run generalizes), every 2nd step recorded,
+#: with that example's learning rates (n = 8, m_v = 10 there and here).
 CLAIM4 = dict(BASE, s=16, mu_norm=3.2, n_test=500, steps=800, record_every=2)
-MATCH = 0.1
-GENERALIZES = math.log(2) / 2
-"""A matched test loss below this: the run generalizes (as in examples/gd_vs_signgd.py)."""
-
-
-def claim4_learning_rate(config: SimulationConfig) -> float:
-    """``eta`` reaching the matched training loss in about 100-300 steps (as in
-    ``examples/gd_vs_signgd.py``, with ``P = L - 1`` noise patches a sample): SignGD
-    ``3 / (600 (||mu|| + P E||xi||_1))``, GD ``0.05 n m_v / (P E||xi||_2^2 + n ||mu||^2)``."""
-    P, mu, s = config.n_patches - 1, config.mu_norm, config.s
-    if config.optimizer == "gd":
-        return 0.05 * config.n * config.m_v / (P * s + config.n * mu ** 2)
-    return 3.0 / (600.0 * (mu + P * s * math.sqrt(2 / math.pi)))
 
 
 def matched_test_loss(config: SimulationConfig) -> float:
     """The test loss at the first record whose training loss is at most MATCH."""
-    config = config.replace(eta=claim4_learning_rate(config))
+    config = config.replace(eta=learning_rate(config.optimizer, config.mu_norm, config.s,
+                                              config.n_patches - 1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         h = run(config)
