@@ -271,8 +271,7 @@ def analysed(part) -> bool:
 #: Claims that hold, or are checked, for any number of patches: the laws, per noise
 #: patch (:func:`analysis.laws.check_laws`), the loss rate they give
 #: (:func:`analysis.fits.loss_rate`) and the outcomes.
-PATCH_FREE = ("law1", "law2", "law3", "law4", "law5", "law6", "loss_rate", "train_loss",
-              "test_loss")
+PATCH_FREE = (*LAW_KEYS, "loss_rate", *OUTCOMES)
 
 
 def patches_reason(cfg) -> str:
