@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from .model import (LossAndGradient, ModelOptions, SparseInputs, forward_from_projections,
+from .model import (HeldOut, LossAndGradient, ModelOptions, SparseInputs, forward_from_projections,
                     held_out_margins, held_out_statistics, loss_and_gradient)
 from .optimizers import make_optimizer
 from .data import noise_positions
@@ -229,21 +229,23 @@ class FullEngine:
         y_clean = problem.test[r].y_clean
         c = problem.test_y[r] * y_clean
         p = y_clean[fixed, None] * problem.test_frozen[r][fixed]         # (n_F, M) y_c W_0 xi
-        inputs = (p[None, :, lay.Q], p[None, :, lay.K],
-                  (p[:, lay.V] @ lay.value_row)[None], c[None, fixed])
+        inputs = HeldOut(p[None, :, lay.Q], p[None, :, lay.K],
+                         (p[:, lay.V] @ lay.value_row)[None], c[None, fixed])
         touched = np.flatnonzero(~fixed)
         # the touched inputs' noise in the signal frame, y_clean xi, and its frozen part
         # W_0 y_clean xi on the rows the margins read: [Q; K; value row]
         noise = (sp.diags(y_clean[touched]) @ self.test.noise[r][touched]).tocsr()
-        frozen = self._qku_rows((y_clean[touched, None] * problem.test_frozen[r][touched]).T).T
+        frozen = self._qku_columns(y_clean[touched, None] * problem.test_frozen[r][touched])
         return inputs, (noise, frozen, c[touched])
 
-    def _qku_rows(self, P: np.ndarray) -> np.ndarray:
-        """The rows of weights or projections ``P`` (..., M, X) that the margins read:
-        ``[Q (m_k); K (m_k); u = value_row . V]`` on axis -2, ``(..., 2 m_k + 1, X)``."""
+    def _qku_columns(self, P: np.ndarray) -> np.ndarray:
+        """The entries of weights or projections ``P`` (..., M) that the margins read:
+        ``[Q (m_k), K (m_k), u = value_row . V]``, ``(..., 2 m_k + 1)`` (a new array)."""
         lay = self.layout
-        u = np.einsum("m,...mx->...x", lay.value_row, P[..., lay.V, :])[..., None, :]
-        return np.concatenate([P[..., :2 * lay.m_k, :], u], axis=-2)
+        out = np.empty(P.shape[:-1] + (2 * lay.m_k + 1,))
+        out[..., :-1] = P[..., :2 * lay.m_k]
+        np.matmul(P[..., lay.V], lay.value_row, out=out[..., -1])
+        return out
 
     def held_out_metrics(self, snaps: np.ndarray) -> dict[str, np.ndarray]:
         """Test loss, error and margin statistics ``(K, R)`` of ``K`` snapshots
@@ -264,16 +266,15 @@ class FullEngine:
                 w0 = snaps[:, r, None, :, 0]                             # (K, 1, M): W e_0
                 Qs, Ks = mu * w0[..., lay.Q], mu * w0[..., lay.K]
                 Vs = mu * (w0[..., lay.V] @ lay.value_row)                # (K, 1)
-                parts = [held_out_margins(Qs, Ks, Vs, *fixed, options=self.options)]
+                groups = [fixed]
                 if c.size:                                               # touched inputs
-                    rows = self._qku_rows(snaps[:, r])                   # (K, 2 m_k + 1, C)
-                    pn = self._column_products(noise, rows[:, None], 0)  # (K, n_T, 2 m_k + 1)
-                    pn += frozen                                         # y_c W xi, signal frame
+                    Wc = self._qku_columns(snaps[:, r].transpose(2, 0, 1))   # (C, K, 2 m_k + 1)
+                    pn = (noise @ Wc.reshape(Wc.shape[0], -1)).reshape(-1, K, Wc.shape[-1])
+                    pn += frozen[:, None, :]                             # y_c W xi, signal frame
+                    pn = pn.swapaxes(0, 1)[:, None]                      # (K, 1, n_T, 2 m_k + 1)
                     m_k = lay.m_k
-                    parts.append(held_out_margins(Qs, Ks, Vs, pn[:, None, :, :m_k],
-                                                  pn[:, None, :, m_k:2 * m_k], pn[:, None, :, -1],
-                                                  c[None], options=self.options))
-                margin = np.concatenate(parts, axis=-1)[:, 0]                      # (K, n_test)
+                    groups.append(HeldOut(pn[..., :m_k], pn[..., m_k:2 * m_k], pn[..., -1], c[None]))
+                margin = held_out_margins(Qs, Ks, Vs, *groups, options=self.options)[:, 0]  # (K, n_test)
             for name, value in held_out_statistics(margin).items():
                 out.setdefault(name, np.empty((K, R)))[:, r] = value
         return out

@@ -192,56 +192,79 @@ def two_key_output(gap: np.ndarray, u: np.ndarray, options: ModelOptions = PLAIN
     ``S_l2 = sigmoid(gap_l)`` as in :func:`softmax`, ``S_l1 = 1 - S_l2``, and
     ``f = rho sum_l (S_l1 u_1 + S_l2 u_2)``, without forming the softmax matrix
     (:func:`_two_key_output`)."""
-    return _two_key_output(gap[..., 0], gap[..., 1], u[..., 0], u[..., 1], options)
+    S2_sum = expit(gap[..., 0])                              # S_12
+    S2_sum += expit(gap[..., 1])                             # S_12 + S_22
+    return _two_key_output(S2_sum, u[..., 0], np.subtract(u[..., 1], u[..., 0]), options)
 
 
-def _two_key_output(gap_1, gap_2, u_1, u_2, options: ModelOptions = PLAIN) -> np.ndarray:
+def _two_key_output(S2_sum: np.ndarray, u_1, du, options: ModelOptions = PLAIN) -> np.ndarray:
     """``f = rho sum_l (S_l1 u_1 + S_l2 u_2) = rho (2 u_1 + (S_12 + S_22) (u_2 - u_1))``
-    from the score gaps ``gap_l = z_l2 - z_l1`` of the two queries and the values
-    ``u_1, u_2`` (all broadcastable): one exponential per query. The rounding error is
-    ``~eps max(|u_1|, |u_2|)``, as in the two-product form; a softmax output below
-    ``eps`` changes ``f`` by less than that in either form."""
-    S2_sum = expit(gap_1)                                    # S_12
-    S2_sum += expit(gap_2)                                   # S_12 + S_22
-    f = np.subtract(u_2, u_1)                                # u_2 - u_1
-    f = f * S2_sum
+    from the two queries' key-2 weights ``S2_sum = S_12 + S_22`` (overwritten with
+    ``f``), the value ``u_1`` and the difference ``du = u_2 - u_1`` (broadcastable):
+    one exponential per query. The rounding error is ``~eps max(|u_1|, |u_2|)``, as in
+    the two-product form; a softmax output below ``eps`` changes ``f`` by less than that
+    in either form."""
+    f = S2_sum
+    f *= du
     f += 2 * u_1
     if options.pooling == "mean":
         f /= 2
     return f
 
 
-def held_out_margins(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray, qn: np.ndarray,
-                     kn: np.ndarray, un: np.ndarray, c: np.ndarray,
+class HeldOut(NamedTuple):
+    """Held-out inputs of :func:`held_out_margins` in the signal frame (input times
+    ``y_clean``): the noise patch's projections ``qn, kn`` and ``un``, either fixed,
+    ``(R, n, m_k)`` and ``(R, n)`` (coordinates that keep their initial weights), or per
+    state, ``(K, R, n, m_k)`` and ``(K, R, n)``; the label ``c = y y_clean`` (R, n)."""
+
+    qn: np.ndarray
+    kn: np.ndarray
+    un: np.ndarray
+    c: np.ndarray
+
+
+def held_out_margins(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray, *groups: HeldOut,
                      options: ModelOptions = PLAIN) -> np.ndarray:
     """Margins ``y f`` of held-out inputs at ``K`` states, from the signal quantities and
-    the inputs' noise projections.
+    the inputs' noise projections: the groups' inputs one after another on the last axis,
+    (K, R, n_1 + n_2 + ...).
 
-    In the signal frame (input times ``y_clean``, label ``c = y y_clean``) the signal
-    patch is ``mu``, so its projections are the signal quantities ``Qs, Ks`` (K, R, m_k)
-    and ``Vs`` (K, R); the noise patch's are ``qn, kn`` and ``un`` (times ``y_clean``),
-    either fixed, ``(R, n, m_k)`` and ``(R, n)`` (coordinates that keep their initial
-    weights), or per state, ``(K, R, n, m_k)`` and ``(K, R, n)``. The scores of
-    :func:`attend` are then bilinear in them, and so are the two score gaps::
+    In the signal frame the signal patch is ``mu``, so its projections are the signal
+    quantities ``Qs, Ks`` (K, R, m_k) and ``Vs`` (K, R); a group's noise patches are
+    :class:`HeldOut`. The scores of :func:`attend` are bilinear in them, and so are the
+    two score gaps::
 
         z_sn - z_ss = tau <Qs, kn_j - Ks>,    z_nn - z_ns = tau <qn_j, kn_j - Ks>
 
-    from which :func:`two_key_output` gives the output. Returns (K, R, n).
+    from which :func:`two_key_output`'s form gives the output. The gaps of every group
+    go into one array, so the softmax and the output run once over all of them.
     """
-    if qn.ndim == 3:                                          # fixed: products per state
-        QK = np.einsum("krm,krm->kr", Qs, Ks)[..., None]      # <Qs, Ks>
-        gap_s = np.matmul(Qs[:, :, None, :], kn.swapaxes(-1, -2))[:, :, 0]   # (K, R, n)
-        gap_s -= QK
-        gap_n = (np.einsum("rjm,rjm->rj", qn, kn)
-                 - np.matmul(Ks[:, :, None, :], qn.swapaxes(-1, -2))[:, :, 0])
-    else:
-        dk = kn - Ks[:, :, None, :]                           # (K, R, n, m_k) kn_j - Ks
-        gap_s = np.einsum("krm,krjm->krj", Qs, dk)
-        gap_n = np.einsum("krjm,krjm->krj", qn, dk)
+    K, R = Vs.shape
+    n = sum(g.c.shape[-1] for g in groups)
+    gap = np.empty((2, K, R, n))                              # [z_sn - z_ss, z_nn - z_ns]
+    du = np.empty((K, R, n))                                  # u_n - u_s
+    c = np.empty((R, n))
+    start = 0
+    for g in groups:
+        cols = slice(start, start + g.c.shape[-1])
+        start = cols.stop
+        gap_s, gap_n = gap[0, ..., cols], gap[1, ..., cols]
+        if g.qn.ndim == 3:                                    # fixed: products per state, batched over R
+            np.matmul(Qs.swapaxes(0, 1), g.kn.swapaxes(-1, -2), out=gap_s.swapaxes(0, 1))
+            gap_s -= np.einsum("krm,krm->kr", Qs, Ks)[..., None]          # <Qs, kn_j - Ks>
+            np.matmul(Ks.swapaxes(0, 1), g.qn.swapaxes(-1, -2), out=gap_n.swapaxes(0, 1))
+            np.subtract(np.einsum("rjm,rjm->rj", g.qn, g.kn), gap_n, out=gap_n)  # <qn_j, kn_j - Ks>
+        else:
+            dk = g.kn - Ks[:, :, None, :]                     # (K, R, n, m_k) kn_j - Ks
+            np.einsum("krm,krjm->krj", Qs, dk, out=gap_s)
+            np.einsum("krjm,krjm->krj", g.qn, dk, out=gap_n)
+        np.subtract(g.un, Vs[..., None], out=du[..., cols])   # u_2 - u_1
+        c[:, cols] = g.c
     if options.score_scale != 1.0:
-        gap_s *= options.score_scale
-        gap_n *= options.score_scale
-    f = _two_key_output(gap_s, gap_n, Vs[..., None], un, options)   # (K, R, n)
+        gap *= options.score_scale
+    S2 = expit(gap, out=gap)                                  # S_l2 = sigmoid(z_l2 - z_l1)
+    f = _two_key_output(np.add(S2[0], S2[1]), Vs[..., None], du, options)   # (K, R, n)
     f *= c
     return f
 
@@ -377,8 +400,10 @@ def logistic_loss(margin: np.ndarray) -> np.ndarray:
     """``log(1 + exp(-margin))`` without overflow, elementwise:
     ``log1p(exp(-|margin|)) + max(-margin, 0)``, the value of ``np.logaddexp(0, -margin)``
     to the last bit at about 3/4 of its cost."""
-    loss = np.log1p(np.exp(-np.abs(margin)))
-    loss += np.maximum(np.negative(margin), 0.0)
+    loss = np.abs(margin)
+    np.exp(np.negative(loss, out=loss), out=loss)            # exp(-|margin|)
+    np.log1p(loss, out=loss)
+    loss -= np.minimum(margin, 0.0)                          # + max(-margin, 0)
     return loss
 
 
@@ -389,11 +414,16 @@ def loss_derivative(margin: np.ndarray) -> np.ndarray:
 
 def held_out_statistics(margin: np.ndarray, axis: int = -1) -> dict[str, np.ndarray]:
     """Test loss, test error (``y f <= 0``) and the mean and standard deviation of the
-    test margins ``y f`` along ``axis`` (the test samples)."""
-    return {"test_loss": logistic_loss(margin).mean(axis),
-            "test_error": (margin <= 0).mean(axis),
-            "test_margin_mean": margin.mean(axis),
-            "test_margin_std": margin.std(axis)}
+    test margins ``y f`` along ``axis`` (the test samples); the values of NumPy's
+    ``mean`` and ``std``, with the mean computed once."""
+    n = margin.shape[axis]
+    mean = margin.sum(axis, keepdims=True) / n
+    dev = margin - mean
+    dev *= dev                                               # (y f - mean)^2
+    return {"test_loss": logistic_loss(margin).sum(axis) / n,
+            "test_error": np.count_nonzero(margin <= 0, axis=axis) / n,
+            "test_margin_mean": np.squeeze(mean, axis),
+            "test_margin_std": np.sqrt(dev.sum(axis) / n)}
 
 
 def loss_derivative_of_batch(y: np.ndarray, margin: np.ndarray, batch: np.ndarray | None = None,

@@ -74,7 +74,7 @@ import numpy as np
 from .config import ConfigError, SimulationConfig
 from .data import DATA_STREAM, TEST_STREAM, draw_training_set
 from .initialization import initial_weights
-from .model import PLAIN, Layout, ModelOptions, attend, held_out_margins, held_out_statistics
+from .model import PLAIN, HeldOut, Layout, ModelOptions, attend, held_out_margins, held_out_statistics
 from .optimizers import make_optimizer
 from .reduced_dynamics import (Magnitudes, evaluate, flat_state, gradient, lift,
                                signgd_direction, state_size)
@@ -391,7 +391,7 @@ class ReducedEngine:
             un = un - self.alpha * Vs[:, :, None]
         c = (test.y * test.y_clean)[..., 0]                              # (R, n_test)
         if P == 1:
-            margin = held_out_margins(Qs, Ks, Vs, qn, kn, un, c, self.options)  # (K, R, n_test)
+            margin = held_out_margins(Qs, Ks, Vs, HeldOut(qn, kn, un, c), options=self.options)  # (K, R, n_test)
             return held_out_statistics(margin)
         K, R, n_test = Vs.shape[0], self.R, c.shape[1]
         q, k, u = (np.empty((K, R, n_test, self.L, m_k)), np.empty((K, R, n_test, self.L, m_k)),
