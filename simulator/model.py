@@ -141,14 +141,11 @@ class Attention(NamedTuple):
 def softmax(z: np.ndarray) -> np.ndarray:
     """``S_lk = exp(z_lk - max_k' z_lk') / sum_k'' exp(z_lk'' - max_k' z_lk')`` over the
     last axis (no overflow; an output below ``1e-308`` underflows to 0). Two keys use
-    the logistic function of the score gap, ``S_l2 = sigmoid(z_l2 - z_l1)``, which is
-    the same function with one rounding instead of three."""
+    the logistic function of the score gap, ``S_lk = sigmoid(z_lk - z_lk')`` with
+    ``k'`` the other key, which is the same function with one rounding instead of
+    three (``z_l1 - z_l2 = -(z_l2 - z_l1)`` exactly)."""
     if z.shape[-1] == 2:
-        S = np.empty(z.shape)                                # (..., L, 2)
-        gap = np.subtract(z[..., 1], z[..., 0])              # (..., L) z_l2 - z_l1
-        expit(gap, out=S[..., 1])
-        expit(np.negative(gap, out=gap), out=S[..., 0])
-        return S
+        return expit(z - z[..., ::-1])                       # (..., L, 2) sigmoid(z_lk - z_lk')
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
