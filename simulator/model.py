@@ -243,6 +243,16 @@ def held_out_margins(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray, qn: np.ndar
     return f
 
 
+def _weighted_differences(S: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """``sum_k' S_lk' (u_k - u_k')`` (..., L, L) from the softmax ``S`` (..., L, L) and the
+    values ``u`` (..., L), the differences ``u_k - u_k'`` formed first. Two keys have one
+    term, ``S_lk' (u_k - u_k')`` with ``k'`` the other key (the same value: the
+    matmul's other term is an exact 0)."""
+    if S.shape[-1] == 2:
+        return S[..., ::-1] * (u - u[..., ::-1])[..., None, :]   # S_lk' (u_k - u_k')
+    return np.matmul(S, u[..., None, :] - u[..., :, None])   # [k', k]: u_k - u_k'
+
+
 def attend_backward(att: Attention, dL_df: np.ndarray, out=None):
     """``dL/dq, dL/dk`` (..., L, m_k) and ``dL/du`` (..., L) from ``dL/df`` (...).
 
@@ -254,8 +264,7 @@ def attend_backward(att: Attention, dL_df: np.ndarray, out=None):
         dL_df = dL_df / S.shape[-1]
     key_weight = S.sum(axis=-2) if att.key_weight is None else att.key_weight  # sum_l S_lk
     dL_du = dL_df[..., None] * key_weight                    # (..., L) rho g sum_l S_lk
-    du = u[..., None, :] - u[..., :, None]                   # (..., L, L) [k', k]: u_k - u_k'
-    dL_dz = np.matmul(S, du)                                 # (..., L, L) sum_k' S_lk' (u_k - u_k')
+    dL_dz = _weighted_differences(S, u)                      # (..., L, L) sum_k' S_lk' (u_k - u_k')
     dL_dz *= S
     dL_dz *= dL_df[..., None, None]                          # g
     if options.score_scale != 1.0:
