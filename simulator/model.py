@@ -41,6 +41,7 @@ SignGD steps in Stage IV (``docs/theory.md`` section 8). With two patches it is
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -49,38 +50,40 @@ import scipy.sparse as sp
 from scipy.special import expit
 
 
-class Layout(NamedTuple):
-    """Row slices of the stacked weights ``W`` (R, M, D)."""
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Row slices of the stacked weights ``W`` (R, M, D), each built on first use and
+    then read as a plain attribute (the step reads them several times)."""
 
     m_k: int
     m_v: int
 
-    @property
+    @functools.cached_property
     def Q(self) -> slice:
         return slice(0, self.m_k)
 
-    @property
+    @functools.cached_property
     def K(self) -> slice:
         return slice(self.m_k, 2 * self.m_k)
 
-    @property
+    @functools.cached_property
     def Vp(self) -> slice:
         return slice(2 * self.m_k, 2 * self.m_k + self.m_v)
 
-    @property
+    @functools.cached_property
     def Vm(self) -> slice:
         return slice(2 * self.m_k + self.m_v, 2 * self.m_k + 2 * self.m_v)
 
-    @property
+    @functools.cached_property
     def M(self) -> int:
         return 2 * self.m_k + 2 * self.m_v
 
-    @property
+    @functools.cached_property
     def V(self) -> slice:
         """Both value blocks, ``[W_{V,+1}; W_{V,-1}]``."""
         return slice(2 * self.m_k, self.M)
 
-    @property
+    @functools.cached_property
     def value_row(self) -> np.ndarray:
         """``(2 m_v,)``: ``u = proj[..., V] @ value_row = mean_r w_{V,+1,r} x - mean_r w_{V,-1,r} x``."""
         return _value_row(self.m_v)
