@@ -303,7 +303,9 @@ class SparseInputs(NamedTuple):
 
     Both products run without a copy when the weights are stored with ``M`` fastest
     (:meth:`weights`): ``W x`` reads the rows of ``W^T`` and ``dL/dW`` is written as
-    ``(dL/dW)^T``, which is then ``W``'s own layout."""
+    ``(dL/dW)^T``, which is then ``W``'s own layout. They are written ``rows * WT``:
+    the ``*`` of a SciPy sparse *matrix* is its matrix product, the same call as ``@``
+    without ``@``'s check for a scalar operand (about 2 us of a 0.1 ms step, each)."""
 
     dense: np.ndarray          # (R, n, L, D) X
     rows: sp.csr_matrix        # (R n L, R D) block diagonal: run r's X on rows r n L.., columns r D..
@@ -328,12 +330,12 @@ class SparseInputs(NamedTuple):
         """:func:`projections` ``W x``: (R, n, L, M)."""
         R, n, L, D = self.shape
         WT = W.transpose(0, 2, 1).reshape(R * D, -1)      # (R D, M) W^T, a view when M is fastest
-        return (self.rows @ WT).reshape(R, n, L, -1)
+        return (self.rows * WT).reshape(R, n, L, -1)        # the matrix product (class doc)
 
     def weight_gradient(self, A: np.ndarray) -> np.ndarray:
         """:func:`weight_gradient` ``sum_{i,l} A_il x_il^T``: (R, M, D), stored with ``M`` fastest."""
         R, n, L, D = self.shape
-        GT = self.cols @ A.reshape(R * n * L, -1)          # (R D, M) (dL/dW)^T
+        GT = self.cols * A.reshape(R * n * L, -1)          # (R D, M) (dL/dW)^T, the matrix product
         return GT.reshape(R, D, -1).transpose(0, 2, 1)
 
 
