@@ -168,8 +168,10 @@ def _sum_queries(S: np.ndarray) -> np.ndarray:
 
 
 def _pooled_output(key_weight: np.ndarray, u: np.ndarray, options: ModelOptions) -> np.ndarray:
-    """``f = rho sum_k w_k u_k`` from the key weights ``w_k = sum_l S_lk`` (..., L)."""
-    f = (key_weight * u).sum(-1)                             # sum_k (sum_l S_lk) u_k
+    """``f = rho sum_k w_k u_k`` from the key weights ``w_k = sum_l S_lk`` (..., L); two
+    keys as one add, as in :func:`_sum_queries`."""
+    wu = key_weight * u                                      # (..., L) (sum_l S_lk) u_k
+    f = np.add(wu[..., 0], wu[..., 1]) if wu.shape[-1] == 2 else wu.sum(-1)   # sum_k
     if options.pooling == "mean":
         f /= key_weight.shape[-1]
     return f
