@@ -18,9 +18,9 @@ the theory's quantities)::
     engine.per_run()                  the per-run arrays of the history
 
 :func:`run_loop` owns the loop: evaluate, check, record, update. A record costs one
-snapshot (a few array references and small copies); every ``engine.block`` records
-the loop stacks the snapshots and the engine computes the recorded arrays for all of
-them in one vectorized pass. The loop derives what every engine records the same way
+snapshot, copied into the block's buffers (:class:`Pending`); every ``engine.block``
+records the engine computes the recorded arrays for all of them in one vectorized
+pass. The loop derives what every engine records the same way
 from the margins (``l'``, training loss and error, the first underflow of ``l'``) and
 the wall time.
 """
@@ -76,7 +76,7 @@ def run_loop(engine, config: SimulationConfig, recorder: Recorder, rs: slice,
     rec_steps = recorder.steps
     seeds = recorder.arrays["seeds"][rs]
     underflow = recorder.arrays["underflow_step"][rs]               # (R, n) view
-    pending: list[tuple[int, dict]] = []
+    pending = Pending(engine.block)
     start, k, walls = time.perf_counter(), 0, []
     full_batch = config.batch_size is None or config.batch_size == config.n
     every_sample = np.ones(underflow.shape, dtype=bool)              # (R, n) a full batch
@@ -89,8 +89,8 @@ def run_loop(engine, config: SimulationConfig, recorder: Recorder, rs: slice,
         if k < rec_steps.size and rec_steps[k] == t:
             snap = engine.snapshot(params, ev)
             snap["batch"] = every_sample if batch is None else batch
-            pending.append((k, snap))
-            if len(pending) >= engine.block or t == config.steps:
+            pending.add(k, snap)
+            if pending.full() or t == config.steps:
                 _flush(engine, recorder, rs, pending)
             walls.append(time.perf_counter() - start)                # seconds to record k
             k += 1
@@ -101,24 +101,45 @@ def run_loop(engine, config: SimulationConfig, recorder: Recorder, rs: slice,
     return params
 
 
-def _flush(engine, recorder: Recorder, rs: slice, pending: list) -> None:
-    """The recorded arrays of the pending records, in one vectorized pass."""
-    ks = [k for k, _ in pending]
-    if ks[-1] - ks[0] == len(ks) - 1:                               # consecutive: a slice
-        ks = slice(ks[0], ks[-1] + 1)
-    snaps = {name: _stack([snap[name] for _, snap in pending]) for name in pending[0][1]}
+class Pending:
+    """The snapshots of up to ``size`` records, copied into buffers ``(size, ...)``
+    allocated at the first record: the step's own arrays are then free for the next
+    step, and the block needs no stacking."""
+
+    def __init__(self, size: int):
+        self.size, self.ks, self.buffers = size, [], None
+
+    def add(self, k: int, snap: dict[str, np.ndarray]) -> None:
+        """Copy record ``k``'s snapshot into the next slot."""
+        if self.buffers is None:
+            self.buffers = {name: np.empty((self.size,) + a.shape, a.dtype) for name, a in snap.items()}
+        slot = len(self.ks)
+        for name, a in snap.items():
+            self.buffers[name][slot] = a
+        self.ks.append(k)
+
+    def full(self) -> bool:
+        return len(self.ks) == self.size
+
+    def take(self) -> tuple[slice | list[int], dict[str, np.ndarray]]:
+        """The pending record indices (a slice when consecutive) and their snapshots
+        (views of the buffers, leading axis K); the block is empty afterwards."""
+        ks, K = self.ks, len(self.ks)
+        self.ks = []
+        if ks[-1] - ks[0] == K - 1:                                   # consecutive: a slice
+            ks = slice(ks[0], ks[-1] + 1)
+        return ks, {name: b[:K] for name, b in self.buffers.items()}
+
+
+def _flush(engine, recorder: Recorder, rs: slice, pending: Pending) -> None:
+    """The recorded arrays of the pending records, in one vectorized pass (written
+    into the recorder before the buffers are reused)."""
+    ks, snaps = pending.take()
     margin = snaps["margin"]                                         # (K, R, n)
     recorder.write(ks, rs, {"margin": margin, "lprime": loss_derivative(margin),
                             "batch": snaps.pop("batch"),
                             "train_loss": logistic_loss(margin).mean(-1),
                             "train_error": (margin <= 0).mean(-1), **engine.record(snaps)})
-    pending.clear()
-
-
-def _stack(arrays: list) -> np.ndarray:
-    """``np.stack(arrays)`` of arrays of one shape (ndim >= 1), as one concatenation:
-    np.stack's per-array Python work costs more than the copy for a block of records."""
-    return np.concatenate(arrays).reshape((len(arrays),) + arrays[0].shape)
 
 
 def _check_margins(t: int, margin: np.ndarray, underflow: np.ndarray, seeds, config) -> None:
