@@ -136,10 +136,10 @@ class FullEngine:
         return state
 
     def snapshot(self, W: np.ndarray, ev: LossAndGradient) -> dict[str, np.ndarray]:
-        """What a record needs: the step's margins, projections and softmax (fresh
-        arrays of this evaluation) and the columns of ``W`` the test inputs touch (a
-        copy; column 0 is ``W e_0``, the signal direction), with ``W mu`` for a general
-        ``mu`` (digits)."""
+        """What a record needs: the step's margins, projections and softmax and the
+        columns of ``W`` the test inputs touch (column 0 is ``W e_0``, the signal
+        direction), with ``W mu`` for a general ``mu`` (digits); the loop copies them
+        into its block before the next step."""
         snap = {"margin": ev.margin, "proj": ev.forward.proj, "S": ev.forward.att.S,
                 "cols": self.held_out_snapshot(W)}       # column 0 of cols is W e_0 = W mu / ||mu||
         if self.problem.signal_direction is not None:                    # W mu, a general mu
@@ -148,7 +148,7 @@ class FullEngine:
 
     def record(self, snaps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The section-4 quantities, the softmax in (signal, noise) order and the test
-        metrics of ``K`` stacked snapshots (leading axis ``K``).
+        metrics of a block of ``K`` snapshots (leading axis ``K``).
 
         With ``x_signal = y_clean mu`` and ``x_noise = xi`` the noise quantities are
         ``y_i W xi_ij``, read off the noise-patch projections and laid out patch-major

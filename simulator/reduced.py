@@ -355,12 +355,13 @@ class ReducedEngine:
         return state
 
     def snapshot(self, x, ev: Evaluation) -> dict[str, np.ndarray]:
-        """What a record needs: margins and softmax (fresh arrays) and the state (a copy)."""
-        return {"margin": ev.margin, "softmax": ev.softmax, "X": x.X.copy()}
+        """What a record needs: margins, softmax and the state (references: the loop
+        copies them into its block before the next step)."""
+        return {"margin": ev.margin, "softmax": ev.softmax, "X": x.X}
 
     def record(self, snaps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The section-4 quantities in the history's frame (``Qn = c Qh``, ...) and the
-        test metrics of ``K`` stacked snapshots (leading axis ``K``)."""
+        test metrics of a block of ``K`` snapshots (leading axis ``K``)."""
         X, m_k, n = snaps["X"], self.m_k, self.n                           # (K, N, R), n noise rows
         K = X.shape[0]
         c = self.batch.c_noise.T                                         # (R, P n)

@@ -12,7 +12,8 @@ the theory's quantities)::
                                       of every sample when ``None``
     engine.update(params, ev, opt_state, t) -> opt_state
                                       one optimizer step, in place
-    engine.snapshot(params, ev)       what a record needs of this step (arrays; ``margin`` (R, n))
+    engine.snapshot(params, ev)       what a record needs of this step (arrays of one shape at
+                                      every record, which the loop copies; ``margin`` (R, n))
     engine.record(snaps)              the schema's quantities and test metrics of a block of
                                       snapshots, each array with a leading axis K
     engine.per_run()                  the per-run arrays of the history

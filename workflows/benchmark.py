@@ -19,7 +19,8 @@ the same machine at the same time, and the ratios are what count):
    (``pip install ".[bench]"``); without it the benchmark says so.
 2. 64 seeds advanced as one vectorized batch against 64 runs one after another.
 3. The cost of recording: the built-in main job with ``record_every = 1`` against
-   recording only the first and last steps (best of interleaved rounds, as table 1).
+   recording only the first and last steps (best of interleaved rounds, as table 1), and
+   the record's cost split into its part with one held-out input and the cost per input.
 
 4. The main job's wall time, installed, as a user runs it.
 5. The sparse products of the step (:class:`simulator.model.SparseInputs`, a kernel
@@ -293,15 +294,20 @@ def main(*, steps: int = 1000, with_torch: bool = False) -> int:
     # 4: recording
     print()
     main_job = SimulationConfig(steps=min(steps, 1000))
-    job_problem = build_problem(main_job)
-    rec = plain = np.inf
+    one_test = main_job.replace(n_test=1)                # the record's cost without held-out inputs
+    job_problem, one_problem = build_problem(main_job), build_problem(one_test)
+    rec = plain = rec_one = np.inf
     for _ in range(ROUNDS):                    # interleaved, as table 1: best of each
         rec = min(rec, time_train(main_job, repeats=2, problem=job_problem))
         plain = min(plain, time_train(main_job.replace(record_every=main_job.steps), repeats=2,
                                       problem=job_problem))
+        rec_one = min(rec_one, time_train(one_test, repeats=2, problem=one_problem))
+    per_input = ((rec - rec_one) / (main_job.n_test - 1)) * 1e9
     print(f"3. Recording (main job: d = 2*10^4, n = 8, n_test = 500, {main_job.steps} steps): "
           f"record_every=1 {rec * 1e3:.3f} ms/step, no recording {plain * 1e3:.3f} ms/step: "
-          f"recording every step costs {rec / plain:.2f}x the unrecorded step")
+          f"recording every step costs {rec / plain:.2f}x the unrecorded step; a record costs "
+          f"{(rec - plain) * 1e6:.0f} us: {(rec_one - plain) * 1e6:.0f} us with n_test = 1, "
+          f"and {per_input:.0f} ns per held-out input")
     job = main_job_seconds()
     print(f"4. The main job (python -m simulator run --quiet, installed): {job:.1f} s wall")
 
