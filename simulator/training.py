@@ -74,22 +74,22 @@ def run_loop(engine, config: SimulationConfig, recorder: Recorder, rs: slice,
     """
     params = engine.initial_params()
     opt_state = None
-    rec_steps = recorder.steps
+    rec_steps = recorder.steps.tolist()                             # Python ints: a cheap test per step
     seeds = recorder.arrays["seeds"][rs]
     underflow = recorder.arrays["underflow_step"][rs]               # (R, n) view
     pending = Pending(engine.block)
     start, k, walls = time.perf_counter(), 0, []
     full_batch = config.batch_size is None or config.batch_size == config.n
-    every_sample = np.ones(underflow.shape, dtype=bool)              # (R, n) a full batch
     for t in range(config.steps + 1):
         batch = None if full_batch else minibatch(seeds, t, config.n, config.batch_size)
         ev = engine.evaluate(params, batch)
         margin = ev.margin                                           # (R, n)
         if not np.abs(margin).max(initial=0.0) <= 700.0:             # non-finite, or l' near 0
             _check_margins(t, margin, underflow, seeds, config)
-        if k < rec_steps.size and rec_steps[k] == t:
+        if k < len(rec_steps) and rec_steps[k] == t:
             snap = engine.snapshot(params, ev)
-            snap["batch"] = every_sample if batch is None else batch
+            if batch is not None:                                    # a full batch is filled in at the flush
+                snap["batch"] = batch
             pending.add(k, snap)
             if pending.full() or t == config.steps:
                 _flush(engine, recorder, rs, pending)
@@ -138,7 +138,7 @@ def _flush(engine, recorder: Recorder, rs: slice, pending: Pending) -> None:
     ks, snaps = pending.take()
     margin = snaps["margin"]                                         # (K, R, n)
     recorder.write(ks, rs, {"margin": margin, "lprime": loss_derivative(margin),
-                            "batch": snaps.pop("batch"),
+                            "batch": snaps.pop("batch", True),               # True: every sample
                             "train_loss": logistic_loss(margin).mean(-1),
                             "train_error": (margin <= 0).mean(-1), **engine.record(snaps)})
 
