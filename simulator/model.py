@@ -153,14 +153,6 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def output(z: np.ndarray, u: np.ndarray, options: ModelOptions = PLAIN):
-    """Softmax ``S`` (..., L, L) and output ``f = rho sum_l sum_k S_lk u_k`` (...) from
-    the scores ``z`` (..., L, L), score scale already applied, and value projections
-    ``u`` (..., L)."""
-    S = softmax(z)
-    return S, _pooled_output(_sum_queries(S), u, options)
-
-
 def _sum_queries(S: np.ndarray) -> np.ndarray:
     """``sum_l S_lk`` (..., L); two queries as one add (the same value: a NumPy reduction
     over a length-2 axis costs several times the add)."""
@@ -186,17 +178,6 @@ def attend(q: np.ndarray, k: np.ndarray, u: np.ndarray, options: ModelOptions = 
     S = softmax(z)
     key_weight = _sum_queries(S)                             # (..., L) sum_l S_lk
     return Attention(q, k, u, S, _pooled_output(key_weight, u, options), options, key_weight)
-
-
-def two_key_output(gap: np.ndarray, u: np.ndarray, options: ModelOptions = PLAIN) -> np.ndarray:
-    """:func:`output`'s ``f`` for two patches from the score gaps alone:
-    ``gap`` (..., 2) holds ``z_l2 - z_l1`` of each query ``l``, ``u`` (..., 2) the values;
-    ``S_l2 = sigmoid(gap_l)`` as in :func:`softmax`, ``S_l1 = 1 - S_l2``, and
-    ``f = rho sum_l (S_l1 u_1 + S_l2 u_2)``, without forming the softmax matrix
-    (:func:`_two_key_output`)."""
-    S2_sum = expit(gap[..., 0])                              # S_12
-    S2_sum += expit(gap[..., 1])                             # S_12 + S_22
-    return _two_key_output(S2_sum, u[..., 0], np.subtract(u[..., 1], u[..., 0]), options)
 
 
 def _two_key_output(S2_sum: np.ndarray, u_1, du, options: ModelOptions = PLAIN) -> np.ndarray:
@@ -239,7 +220,7 @@ def held_out_margins(Qs: np.ndarray, Ks: np.ndarray, Vs: np.ndarray, *groups: He
 
         z_sn - z_ss = tau <Qs, kn_j - Ks>,    z_nn - z_ns = tau <qn_j, kn_j - Ks>
 
-    from which :func:`two_key_output`'s form gives the output. The gaps of every group
+    from which :func:`_two_key_output` gives the output. The gaps of every group
     go into one array, so the softmax and the output run once over all of them.
     """
     K, R = Vs.shape

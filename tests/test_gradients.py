@@ -296,16 +296,30 @@ def test_score_scale_and_pooling_are_what_they_say():
     np.testing.assert_allclose(mean.f, plain.f / 2, rtol=1e-14)
 
 
-@pytest.mark.parametrize("pooling", ["sum", "mean"])
-def test_two_key_output_equals_the_softmax_output(pooling):
-    """The held-out path's two-patch output from score gaps equals output() on the
-    score matrix, including deep saturation (gaps of +-800)."""
-    from simulator.model import output, two_key_output
+@pytest.mark.parametrize("options", [ModelOptions(1.0, "sum"), ModelOptions(1.0, "mean"),
+                                     ModelOptions(0.3, "sum")])
+def test_held_out_margins_equal_the_model_on_the_same_inputs(options):
+    """The held-out path's two-patch margins from score gaps (fixed and per-state noise
+    projections, one call) equal ``c f`` of attend() on the assembled patches, including
+    deep saturation (scores of +-800)."""
+    from simulator.model import HeldOut, attend, held_out_margins
 
     rng = np.random.default_rng(7)
-    z = rng.normal(scale=3.0, size=(50, 2, 2))
-    z[:5] *= 300.0
-    u = rng.normal(size=(50, 2))
-    opts = ModelOptions(1.0, pooling)
-    np.testing.assert_allclose(two_key_output(z[..., 1] - z[..., 0], u, opts),
-                               output(z, u, opts)[1], rtol=1e-13, atol=1e-15)
+    K, R, m_k, n_F, n_T = 6, 2, 3, 20, 7
+    Qs, Ks = rng.normal(size=(2, K, R, m_k))
+    Qs[:2] *= 20.0                                         # saturated softmaxes
+    Vs = rng.normal(size=(K, R))
+    fixed = HeldOut(rng.normal(size=(R, n_F, m_k)), 20.0 * rng.normal(size=(R, n_F, m_k)),
+                    rng.normal(size=(R, n_F)), rng.choice([-1.0, 1.0], size=(R, n_F)))
+    moving = HeldOut(rng.normal(size=(K, R, n_T, m_k)), rng.normal(size=(K, R, n_T, m_k)),
+                     rng.normal(size=(K, R, n_T)), rng.choice([-1.0, 1.0], size=(R, n_T)))
+    got = held_out_margins(Qs, Ks, Vs, fixed, moving, options=options)
+    assert got.shape == (K, R, n_F + n_T)
+    for g, cols in ((fixed, slice(0, n_F)), (moving, slice(n_F, None))):
+        n = g.c.shape[-1]
+        shape = (K, R, n, m_k)
+        q = np.stack([np.broadcast_to(Qs[:, :, None], shape), np.broadcast_to(g.qn, shape)], axis=-2)
+        k = np.stack([np.broadcast_to(Ks[:, :, None], shape), np.broadcast_to(g.kn, shape)], axis=-2)
+        u = np.stack([np.broadcast_to(Vs[:, :, None], (K, R, n)), np.broadcast_to(g.un, (K, R, n))], -1)
+        want = g.c * attend(q, k, u, options).f
+        np.testing.assert_allclose(got[..., cols], want, rtol=1e-13, atol=1e-13 * np.abs(want).max())
