@@ -195,7 +195,8 @@ class FullEngine:
         semantic patch order (signal, then the noise patches; the model has no
         positional encoding, so the order does not change its output)."""
         signal = self._column_products(self.test.signal[r], snaps, r)       # (K, n, M)
-        noise = self._noise_projections(self.test.noise[r], snaps, r, slice(None))  # (K, P n, M)
+        noise = self._column_products(self.test.noise[r], snaps, r)         # (K, P n, M)
+        noise += self.problem.test_frozen[r]                                # W_0 xi off the basis
         K, n, M = signal.shape
         noise = noise.reshape(K, -1, n, M).swapaxes(1, 2)                   # (K, n, P, M)
         return np.concatenate([signal[:, :, None], noise], axis=2)          # (K, n, L, M)
@@ -207,13 +208,6 @@ class FullEngine:
         K, R, M, C = snaps.shape
         Wc = snaps[:, r].transpose(2, 0, 1).reshape(C, K * M)            # (C, K M)
         return (x @ Wc).reshape(-1, K, M).swapaxes(0, 1)
-
-    def _noise_projections(self, noise: sp.csr_matrix, snaps: np.ndarray, r: int, rows) -> np.ndarray:
-        """``W xi`` of run ``r``'s test noise ``rows`` at ``K`` snapshots: ``W_0 xi`` off
-        the basis plus the touched columns' part, ``(K, n_rows, M)``."""
-        proj = self._column_products(noise, snaps, r)
-        proj += self.problem.test_frozen[r][rows]                        # W_0 xi off the basis
-        return proj
 
     def _held_out_inputs(self, r: int):
         """Run ``r``'s test inputs as :func:`~simulator.model.held_out_margins` needs

@@ -79,7 +79,9 @@ class Optimizer:
         return None
 
     def direction(self, g: np.ndarray, state: Any, t: int, norm: np.ndarray | None = None):
-        """Direction ``P`` of step ``t`` (0-based) and the new state."""
+        """Direction ``P`` of step ``t`` (0-based) and the new state. ``P`` is ``g``
+        itself or a new array, never an array of the state: the full engine scales a
+        new ``P`` by ``eta`` in place."""
         raise NotImplementedError
 
 
